@@ -1,0 +1,283 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/kelseyhightower/envconfig"
+
+	"aggregator/internal/ingest"
+	"aggregator/internal/sink"
+)
+
+// envPrefix is the prefix of every variable the daemon reads.
+const envPrefix = "AGG"
+
+// Config is the whole configuration, read from AGG_* variables. The tags
+// are the documentation: `aggregator -help` prints them.
+type Config struct {
+	Connect []string `envconfig:"CONNECT" default:"tcp://127.0.0.1:4444" desc:"comma-separated endpoints of publishers that bind; the daemon connects to each (tcp://host:port, ipc://path); empty for none"`
+	Bind    []string `envconfig:"BIND" desc:"comma-separated endpoints the daemon binds for publishers that connect (tcp://*:port, tcp://127.0.0.1:port, ipc://path)"`
+	Topics  []string `envconfig:"TOPICS" desc:"comma-separated topic prefixes to subscribe to; empty subscribes to everything"`
+
+	LogFile       string        `envconfig:"LOG_FILE" default:"subscriber.log" desc:"path of the live log file; its directory must exist and be writable; backups are written next to it"`
+	Format        string        `envconfig:"FORMAT" default:"text" desc:"line format: text (<time> <message>) or json (one object a line)"`
+	TimeZone      string        `envconfig:"TIMEZONE" default:"UTC" desc:"time zone of the receive timestamps: UTC, Local or an IANA name such as Europe/Paris"`
+	MaxSizeMB     int           `envconfig:"MAX_SIZE_MB" default:"100" desc:"rotate the live file before it grows past this many MiB (at least 1)"`
+	MaxBackups    int           `envconfig:"MAX_BACKUPS" default:"10" desc:"rotated backups to keep; 0 keeps all"`
+	MaxAgeDays    int           `envconfig:"MAX_AGE_DAYS" default:"0" desc:"delete backups older than this many days; 0 keeps all"`
+	Compress      bool          `envconfig:"COMPRESS" default:"true" desc:"gzip rotated backups (in the background, never on the write path)"`
+	RotateEvery   time.Duration `envconfig:"ROTATE_EVERY" default:"0s" desc:"also rotate on this time boundary (e.g. 24h: at midnight UTC, 1h: on the hour); 0s turns it off"`
+	FlushInterval time.Duration `envconfig:"FLUSH_INTERVAL" default:"100ms" desc:"longest a line waits in the write buffer while messages keep arriving; an idle daemon writes at once"`
+
+	RcvHWM          int `envconfig:"RCVHWM" default:"10000" desc:"ZeroMQ receive high-water mark per socket, in messages (0 means no limit): what waits in libzmq when the writer falls behind"`
+	MaxMessageBytes int `envconfig:"MAX_MESSAGE_BYTES" default:"65536" desc:"longest message kept, all frames together; a longer one is truncated to it and counted in aggregator_messages_truncated_total"`
+	QueueBatches    int `envconfig:"QUEUE_BATCHES" default:"32" desc:"batches (up to 256 messages or 64 KiB each) queued between receiving and writing"`
+
+	HTTPAddr  string `envconfig:"HTTP_ADDR" default:"127.0.0.1:9780" desc:"host:port of the HTTP server for /metrics, /-/healthy and /-/ready"`
+	LogLevel  string `envconfig:"LOG_LEVEL" default:"info" desc:"daemon log level on stderr: debug, info, warn or error"`
+	LogFormat string `envconfig:"LOG_FORMAT" default:"text" desc:"daemon log format on stderr: text or json"`
+}
+
+// envName is the variable behind a Config field's envconfig key.
+func envName(key string) string { return envPrefix + "_" + key }
+
+// loadConfig reads the environment and checks the result. It reports every
+// bad variable, not just the first: envconfig stops at the first value it
+// cannot parse, so that variable is noted, hidden, and the rest read again.
+func loadConfig() (Config, error) {
+	var (
+		cfg    Config
+		errs   []error
+		hidden = map[string]string{}
+	)
+	defer func() {
+		for k, v := range hidden {
+			os.Setenv(k, v)
+		}
+	}()
+	for {
+		cfg = Config{}
+		err := envconfig.Process(envPrefix, &cfg)
+		var pe *envconfig.ParseError
+		if errors.As(err, &pe) {
+			if _, seen := hidden[pe.KeyName]; seen {
+				return cfg, errors.Join(append(errs, err)...)
+			}
+			errs = append(errs, fmt.Errorf("%s=%q: not a valid %s", pe.KeyName, pe.Value, typeWord(pe.TypeName)))
+			hidden[pe.KeyName] = pe.Value
+			os.Unsetenv(pe.KeyName)
+			continue
+		}
+		if err != nil {
+			return cfg, errors.Join(append(errs, err)...)
+		}
+		break
+	}
+	cfg.normalize()
+	errs = append(errs, cfg.Validate())
+	return cfg, errors.Join(errs...)
+}
+
+func typeWord(goType string) string {
+	switch goType {
+	case "int":
+		return "whole number"
+	case "bool":
+		return "boolean (true or false)"
+	case "time.Duration":
+		return "duration (such as 100ms, 5s or 24h)"
+	}
+	return goType
+}
+
+// normalize trims spaces around list items and drops empty ones, so that
+// "a, b," means [a b].
+func (c *Config) normalize() {
+	for _, l := range []*[]string{&c.Connect, &c.Bind, &c.Topics} {
+		var out []string
+		for _, s := range *l {
+			if s = strings.TrimSpace(s); s != "" {
+				out = append(out, s)
+			}
+		}
+		*l = out
+	}
+}
+
+// lineOverhead bounds the bytes a line adds to its message: timestamp,
+// JSON field names, endpoint and peer.
+const lineOverhead = 1024
+
+// Validate checks the values on their own (checkEnvironment checks them
+// against the machine) and names the variable in each problem.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", envName(key), fmt.Sprintf(format, args...)))
+	}
+	for _, ep := range c.Connect {
+		if err := ingest.CheckEndpoint(ep, false); err != nil {
+			bad("CONNECT", "%v", err)
+		}
+	}
+	for _, ep := range c.Bind {
+		if err := ingest.CheckEndpoint(ep, true); err != nil {
+			bad("BIND", "%v", err)
+		}
+	}
+	if len(c.Connect)+len(c.Bind) == 0 {
+		bad("CONNECT", "no endpoint to receive from: set AGG_CONNECT or AGG_BIND")
+	}
+	if seen := dupes(append(append([]string(nil), c.Connect...), c.Bind...)); len(seen) > 0 {
+		bad("BIND", "endpoint listed twice: %s", strings.Join(seen, ", "))
+	}
+	if c.LogFile == "" {
+		bad("LOG_FILE", "empty path")
+	}
+	if _, err := sink.ParseFormat(c.Format); err != nil {
+		bad("FORMAT", "%v", err)
+	}
+	if _, err := time.LoadLocation(c.TimeZone); err != nil || c.TimeZone == "" {
+		bad("TIMEZONE", "unknown time zone %q", c.TimeZone)
+	}
+	if c.MaxSizeMB < 1 {
+		bad("MAX_SIZE_MB", "%d: must be at least 1", c.MaxSizeMB)
+	}
+	if c.MaxBackups < 0 {
+		bad("MAX_BACKUPS", "%d: must not be negative", c.MaxBackups)
+	}
+	if c.MaxAgeDays < 0 {
+		bad("MAX_AGE_DAYS", "%d: must not be negative", c.MaxAgeDays)
+	}
+	if c.RotateEvery != 0 && c.RotateEvery < time.Second {
+		bad("ROTATE_EVERY", "%s: must be 0s (off) or at least 1s", c.RotateEvery)
+	}
+	if c.FlushInterval < time.Millisecond || c.FlushInterval > time.Minute {
+		bad("FLUSH_INTERVAL", "%s: must be between 1ms and 1m", c.FlushInterval)
+	}
+	if c.RcvHWM < 0 {
+		bad("RCVHWM", "%d: must not be negative", c.RcvHWM)
+	}
+	if c.MaxMessageBytes < 1 {
+		bad("MAX_MESSAGE_BYTES", "%d: must be at least 1", c.MaxMessageBytes)
+	} else if c.MaxSizeMB >= 1 && maxLine(c.MaxMessageBytes) > int64(c.MaxSizeMB)<<20 {
+		bad("MAX_MESSAGE_BYTES", "%d: an escaped line of that size (up to %d bytes) would not fit in AGG_MAX_SIZE_MB=%d",
+			c.MaxMessageBytes, maxLine(c.MaxMessageBytes), c.MaxSizeMB)
+	}
+	if c.QueueBatches < 1 {
+		bad("QUEUE_BATCHES", "%d: must be at least 1", c.QueueBatches)
+	}
+	if c.HTTPAddr != "" {
+		if _, port, err := net.SplitHostPort(c.HTTPAddr); err != nil || port == "" {
+			bad("HTTP_ADDR", "%q: want host:port, e.g. 127.0.0.1:9780", c.HTTPAddr)
+		}
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		bad("LOG_LEVEL", "%q: want debug, info, warn or error", c.LogLevel)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		bad("LOG_FORMAT", "%q: want text or json", c.LogFormat)
+	}
+	return errors.Join(errs...)
+}
+
+// maxLine is the longest line a message of n bytes can become: JSON writes
+// a control byte as 6 (\u00XX), the text format any byte as at most 4.
+func maxLine(n int) int64 { return 6*int64(n) + lineOverhead }
+
+func dupes(items []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, s := range items {
+		if seen[s] {
+			out = append(out, s)
+		}
+		seen[s] = true
+	}
+	return out
+}
+
+// checkEnvironment checks what Validate cannot: that the log directory is
+// there and writable.
+func (c *Config) checkEnvironment() error {
+	dir := filepath.Dir(c.LogFile)
+	info, err := os.Stat(dir)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%s: directory %s: %w", envName("LOG_FILE"), dir, err)
+	case !info.IsDir():
+		return fmt.Errorf("%s: %s is not a directory", envName("LOG_FILE"), dir)
+	}
+	if err := syscall.Access(dir, 0x2 /* W_OK */); err != nil {
+		return fmt.Errorf("%s: directory %s is not writable: %w", envName("LOG_FILE"), dir, err)
+	}
+	if info, err := os.Stat(c.LogFile); err == nil && info.IsDir() {
+		return fmt.Errorf("%s: %s is a directory", envName("LOG_FILE"), c.LogFile)
+	}
+	return nil
+}
+
+// Location is the time zone of the timestamps.
+func (c *Config) Location() *time.Location {
+	loc, err := time.LoadLocation(c.TimeZone)
+	if err != nil {
+		return time.UTC
+	}
+	return loc
+}
+
+// printUsage writes the help text: flags, then every variable with its
+// type, default and meaning.
+func printUsage(w io.Writer) {
+	fmt.Fprintf(w, `aggregator subscribes to ZeroMQ publishers and appends every message, stamped
+with its receive time, as one line to a rotating log file.
+
+Usage: aggregator [-check-config | -version | -help]
+
+  -check-config  check the configuration and the log directory, then exit:
+                 0 if good, 78 (EX_CONFIG) naming every problem
+  -version       print the version and exit
+  -help          print this help and exit
+
+`)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	envconfig.Usagef(envPrefix, &Config{}, tw, usageFormat)
+	tw.Flush()
+	fmt.Fprintf(w, "\nSignals: SIGHUP reopens the log file (for logrotate); SIGTERM and SIGINT stop\nafter writing every message received.\n")
+}
+
+const usageFormat = `Configuration is read from these environment variables:
+
+VARIABLE	TYPE	DEFAULT	MEANING
+{{range .}}{{usage_key .}}	{{usage_type .}}	{{usage_default .}}	{{usage_description .}}
+{{end}}`
+
+// knownVariables lists every variable the daemon reads.
+func knownVariables() []string {
+	var sb strings.Builder
+	envconfig.Usagef(envPrefix, &Config{}, &sb, "{{range .}}{{usage_key .}}\n{{end}}")
+	return strings.Fields(sb.String())
+}
+
+// LogValue shows the effective configuration in the start-up log line.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.Any("connect", c.Connect), slog.Any("bind", c.Bind), slog.Any("topics", c.Topics),
+		slog.String("log_file", c.LogFile), slog.String("format", c.Format), slog.String("timezone", c.TimeZone),
+		slog.Int("max_size_mb", c.MaxSizeMB), slog.Int("max_backups", c.MaxBackups), slog.Int("max_age_days", c.MaxAgeDays),
+		slog.Bool("compress", c.Compress), slog.Duration("rotate_every", c.RotateEvery), slog.Duration("flush_interval", c.FlushInterval),
+		slog.Int("rcvhwm", c.RcvHWM), slog.Int("max_message_bytes", c.MaxMessageBytes), slog.Int("queue_batches", c.QueueBatches),
+		slog.String("http_addr", c.HTTPAddr),
+	)
+}

@@ -1,0 +1,296 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	zmq "github.com/pebbe/zmq4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"aggregator/internal/ingest"
+	"aggregator/internal/sdnotify"
+	"aggregator/internal/sink"
+)
+
+// httpShutdownWait bounds the wait for in-flight scrapes at stop.
+const httpShutdownWait = 2 * time.Second
+
+// daemon is the wired program:
+//
+//	publishers ─zmq─▶ Subscriber (one goroutine per endpoint)
+//	                      │ stamps receive time, batches
+//	                      ▼
+//	               ingest.Queue (fixed number of batches)
+//	                      │
+//	                      ▼
+//	               sink.Writer (one goroutine) ─▶ subscriber.log + backups
+//
+// plus an HTTP server for metrics and health. main owns the zmq context,
+// the registry and the order of shutdown.
+type daemon struct {
+	cfg      Config
+	log      *slog.Logger
+	reg      *prometheus.Registry
+	zctx     *zmq.Context
+	queue    *ingest.Queue
+	subs     []*ingest.Subscriber
+	writer   *sink.Writer
+	listener net.Listener
+	server   *http.Server
+	notify   *sdnotify.Notifier
+	watchdog time.Duration
+
+	running   atomic.Bool // between the start of Run and the start of shutdown
+	writerRan bool        // Run started the writer, which then closes its own file
+}
+
+// newDaemon builds every component: sockets are bound or connecting, the
+// file is open and the HTTP port is bound when it returns, so that any
+// start-up problem is reported before the daemon says it is ready.
+func newDaemon(cfg Config, log *slog.Logger, getenv func(string) string) (d *daemon, err error) {
+	d = &daemon{cfg: cfg, log: log, notify: sdnotify.New(getenv), watchdog: sdnotify.WatchdogInterval(getenv)}
+	defer func() {
+		if err != nil {
+			d.close()
+		}
+	}()
+	format, _ := sink.ParseFormat(cfg.Format) // checked by Validate
+
+	// Instrumentation.
+	d.reg = prometheus.NewRegistry()
+	d.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewBuildInfoCollector(),
+	)
+	d.queue = ingest.NewQueue(cfg.QueueBatches)
+	im := ingest.NewMetrics(d.reg, d.queue)
+	sm := sink.NewMetrics(d.reg, im.Dropped)
+
+	// Output first: no socket is opened for a file that cannot be written.
+	d.writer, err = sink.New(sink.Options{
+		Path:          cfg.LogFile,
+		Format:        format,
+		Location:      cfg.Location(),
+		MaxSizeMB:     cfg.MaxSizeMB,
+		MaxBackups:    cfg.MaxBackups,
+		MaxAgeDays:    cfg.MaxAgeDays,
+		Compress:      cfg.Compress,
+		RotateEvery:   cfg.RotateEvery,
+		FlushInterval: cfg.FlushInterval,
+	}, sm, log.With("component", "sink"))
+	if err != nil {
+		return d, err
+	}
+
+	// Inputs.
+	if d.zctx, err = zmq.NewContext(); err != nil {
+		return d, fmt.Errorf("zmq context: %w", err)
+	}
+	ilog := log.With("component", "ingest")
+	add := func(ep string, bind bool) error {
+		s, err := ingest.NewSubscriber(d.zctx, ingest.Options{
+			Endpoint:        ep,
+			Bind:            bind,
+			Topics:          cfg.Topics,
+			RcvHWM:          cfg.RcvHWM,
+			MaxMessageBytes: cfg.MaxMessageBytes,
+			WantPeer:        format.NeedsPeer(),
+		}, d.queue, im, ilog)
+		if err != nil {
+			return err
+		}
+		d.subs = append(d.subs, s)
+		return nil
+	}
+	for _, ep := range cfg.Connect {
+		if err = add(ep, false); err != nil {
+			return d, err
+		}
+	}
+	for _, ep := range cfg.Bind {
+		if err = add(ep, true); err != nil {
+			return d, err
+		}
+	}
+
+	// HTTP.
+	if cfg.HTTPAddr != "" {
+		if d.listener, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+			return d, fmt.Errorf("listen on %s (AGG_HTTP_ADDR): %w", cfg.HTTPAddr, err)
+		}
+		d.server = &http.Server{
+			Handler:           d.routes(),
+			ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout:       10 * time.Second,
+			WriteTimeout:      30 * time.Second,
+			IdleTimeout:       60 * time.Second,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		}
+	}
+	return d, nil
+}
+
+// HTTPAddr is the bound address of the HTTP server ("" without one).
+func (d *daemon) HTTPAddr() string {
+	if d.listener == nil {
+		return ""
+	}
+	return d.listener.Addr().String()
+}
+
+func (d *daemon) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{
+		Registry:          d.reg,
+		EnableOpenMetrics: true,
+	}))
+	mux.HandleFunc("GET /-/healthy", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "aggregator is healthy")
+	})
+	mux.HandleFunc("GET /-/ready", func(w http.ResponseWriter, r *http.Request) {
+		if err := d.ready(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "aggregator is ready")
+	})
+	return mux
+}
+
+// ready is nil once every socket is up and the file is open and writable.
+func (d *daemon) ready() error {
+	if !d.running.Load() {
+		return errors.New("starting or stopping")
+	}
+	for _, s := range d.subs {
+		if !s.Ready() {
+			return fmt.Errorf("socket for %s is not up", s.Endpoint())
+		}
+	}
+	if err := d.writer.Ready(); err != nil {
+		return fmt.Errorf("log file: %w", err)
+	}
+	return nil
+}
+
+// Run runs until ctx is done or a component fails, then stops in order:
+// the subscribers stop receiving and hand over what they hold, the writer
+// writes all of it and closes the file, the HTTP server stops, and the zmq
+// context is terminated. hup asks the writer to reopen the file.
+func (d *daemon) Run(ctx context.Context, hup <-chan struct{}) error {
+	ingestCtx, stopIngest := context.WithCancel(ctx)
+	defer stopIngest()
+	abort := make(chan struct{}) // closed if the writer fails: subscribers stop waiting for it
+
+	sinkDone := make(chan error, 1)
+	d.writerRan = true
+	go func() { sinkDone <- d.writer.Run(d.queue, hup) }()
+	ingestDone := make(chan error, 1)
+	go func() { ingestDone <- ingest.RunAll(ingestCtx, d.subs, d.queue, abort) }()
+	httpDone := make(chan error, 1)
+	if d.server != nil {
+		go func() { httpDone <- d.server.Serve(d.listener) }()
+	}
+	stopWatchdog := d.startWatchdog()
+
+	d.running.Store(true)
+	d.notify.Send(sdnotify.Ready)
+	d.log.Info("started", "connect", d.cfg.Connect, "bind", d.cfg.Bind, "file", d.cfg.LogFile, "http", d.HTTPAddr())
+
+	var errs []error
+	var ingestErr, sinkErr error
+	ingestOver, sinkOver := false, false
+	select {
+	case <-ctx.Done():
+		d.log.Info("stopping: writing what was received")
+	case ingestErr = <-ingestDone:
+		ingestOver = true
+		errs = append(errs, ingestErr)
+	case sinkErr = <-sinkDone:
+		sinkOver = true
+		close(abort)
+		errs = append(errs, fmt.Errorf("writer stopped: %w", sinkErr))
+	case err := <-httpDone:
+		errs = append(errs, fmt.Errorf("http server: %w", err))
+	}
+	d.running.Store(false)
+	d.notify.Send(sdnotify.Stopping)
+	stopWatchdog()
+
+	stopIngest()
+	if !ingestOver {
+		if err := <-ingestDone; err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if !sinkOver {
+		if err := <-sinkDone; err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if d.server != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), httpShutdownWait)
+		d.server.Shutdown(sctx)
+		cancel()
+	}
+	d.close()
+	return errors.Join(errs...)
+}
+
+// startWatchdog pings systemd's watchdog while the writer's loop keeps
+// turning; a writer stuck on a hung disk stops the pings and lets systemd
+// restart the daemon.
+func (d *daemon) startWatchdog() (stop func()) {
+	if d.watchdog <= 0 || !d.notify.Enabled() {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(d.watchdog)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				if d.writer.Alive(2 * d.watchdog) {
+					d.notify.Send(sdnotify.Watchdog)
+				}
+			}
+		}
+	}()
+	return func() { close(done) }
+}
+
+// close releases what newDaemon made. Sockets not handed to Run are closed
+// here; the context is terminated last, since Term waits for every socket.
+func (d *daemon) close() {
+	if d.running.Load() {
+		return
+	}
+	for _, s := range d.subs {
+		s.Close()
+	}
+	if d.server != nil {
+		d.server.Close()
+	}
+	if d.listener != nil {
+		d.listener.Close() // when Serve never ran
+	}
+	if d.writer != nil && !d.writerRan {
+		d.writer.Close()
+	}
+	if d.zctx != nil {
+		d.zctx.Term()
+		d.zctx = nil
+	}
+}

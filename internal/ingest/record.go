@@ -1,0 +1,123 @@
+// Package ingest receives messages from ZeroMQ publishers and hands them,
+// stamped with their receive time, to the sink in bounded batches.
+package ingest
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// Record is one received message. A multipart message is one Record.
+type Record struct {
+	// Time is the wall-clock receive time in Unix nanoseconds. An int64
+	// rather than a time.Time keeps a Record small: batches sit in the
+	// queue and their size is the daemon's memory bound.
+	Time int64
+	// Peer is the address libzmq reports for the sending connection
+	// (metadata property "Peer-Address"); empty unless Options.WantPeer.
+	Peer string
+	// Frames are the message parts as received. In a multipart message
+	// frame 0 is the topic. Frames of a truncated message are cut so that
+	// their total length is the configured maximum.
+	Frames [][]byte
+	// Truncated is set when the message was longer than the maximum.
+	Truncated bool
+}
+
+// Size is the number of payload bytes the record carries.
+func (r *Record) Size() int {
+	n := 0
+	for _, f := range r.Frames {
+		n += len(f)
+	}
+	return n
+}
+
+// Batch is a run of records from one subscriber. Batching amortises the
+// channel hand-off and the metric updates over many messages; the
+// subscriber closes a batch as soon as its socket has nothing more waiting,
+// so batching adds no latency to an idle daemon.
+type Batch struct {
+	// Endpoint is the configured endpoint of the subscriber that filled it.
+	Endpoint string
+	Records  []Record
+	// Bytes is the payload size of all records.
+	Bytes int
+
+	frames [][]byte // backing array for the records' Frames
+}
+
+// Batch limits: a batch is handed on when it holds this many records or
+// bytes, whichever comes first. Together with the queue length they bound
+// the memory between ingest and sink.
+const (
+	maxBatchRecords = 256
+	maxBatchBytes   = 64 << 10
+)
+
+func (b *Batch) full() bool {
+	return len(b.Records) >= maxBatchRecords || b.Bytes >= maxBatchBytes
+}
+
+func (b *Batch) reset() {
+	clear(b.Records) // drop references to payloads so the GC can take them
+	clear(b.frames)
+	b.Records = b.Records[:0]
+	b.frames = b.frames[:0]
+	b.Bytes = 0
+}
+
+// Queue is the fixed-size hand-off between the subscribers and the sink.
+// The sink ranges over C; Run closes it once every subscriber has returned.
+type Queue struct {
+	C chan *Batch
+
+	pool    sync.Pool
+	waiting atomic.Int64 // records sent and not yet taken by the sink
+}
+
+// NewQueue makes a queue holding at most length batches.
+func NewQueue(length int) *Queue {
+	q := &Queue{C: make(chan *Batch, length)}
+	q.pool.New = func() any {
+		return &Batch{
+			Records: make([]Record, 0, maxBatchRecords),
+			frames:  make([][]byte, 0, maxBatchRecords),
+		}
+	}
+	return q
+}
+
+// Get takes an empty batch for endpoint from the pool.
+func (q *Queue) Get(endpoint string) *Batch {
+	b := q.pool.Get().(*Batch)
+	b.Endpoint = endpoint
+	return b
+}
+
+// Send hands b to the sink. It gives up only when abort is closed (the sink
+// has failed), so a stopping subscriber still delivers what it received.
+func (q *Queue) Send(b *Batch, abort <-chan struct{}) bool {
+	q.waiting.Add(int64(len(b.Records)))
+	select {
+	case q.C <- b:
+		return true
+	case <-abort:
+		q.waiting.Add(-int64(len(b.Records)))
+		return false
+	}
+}
+
+// Taken tells the queue the sink has taken b off C.
+func (q *Queue) Taken(b *Batch) {
+	q.waiting.Add(-int64(len(b.Records)))
+}
+
+// Recycle returns a batch the sink has finished with.
+func (q *Queue) Recycle(b *Batch) {
+	b.reset()
+	q.pool.Put(b)
+}
+
+// Waiting is the number of records between ingest and sink.
+func (q *Queue) Waiting() int64 { return q.waiting.Load() }

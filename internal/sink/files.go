@@ -1,0 +1,73 @@
+package sink
+
+import (
+	"compress/gzip"
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// Files lists the files holding the lines of the log at path, oldest
+// first: rotated backups (compressed or not), then the live file. A backup
+// caught between compression and the removal of its original is listed
+// once, uncompressed. Tests and the benchmark's verifier read the log
+// through it.
+func Files(path string) ([]string, error) {
+	dir := filepath.Dir(path)
+	pattern := backupPattern(path)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	present := map[string]bool{}
+	for _, e := range entries {
+		present[e.Name()] = true
+	}
+	var backups []string
+	for _, e := range entries {
+		name := e.Name()
+		switch {
+		case pattern.MatchString(name):
+			backups = append(backups, name)
+		case strings.HasSuffix(name, ".gz") && pattern.MatchString(strings.TrimSuffix(name, ".gz")):
+			if !present[strings.TrimSuffix(name, ".gz")] {
+				backups = append(backups, name)
+			}
+		}
+	}
+	sort.Strings(backups)
+	out := make([]string, 0, len(backups)+1)
+	for _, b := range backups {
+		out = append(out, filepath.Join(dir, b))
+	}
+	if _, err := os.Stat(path); err == nil {
+		out = append(out, path)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Open opens one of the files Files lists, decompressing a .gz.
+func Open(name string) (io.ReadCloser, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	if !strings.HasSuffix(name, ".gz") {
+		return f, nil
+	}
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{zr, f}, nil
+}

@@ -1,0 +1,72 @@
+package sink
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Drop reasons used by the sink, in the family ingest.Metrics.Dropped.
+const (
+	DropWriteError  = "write_error"
+	DropLineTooLong = "line_too_long"
+)
+
+// Metrics are the sink's instruments.
+type Metrics struct {
+	Lines           prometheus.Counter
+	Bytes           prometheus.Counter
+	WriteErrors     prometheus.Counter
+	Rotations       *prometheus.CounterVec
+	Reopens         prometheus.Counter
+	Compressed      prometheus.Counter
+	CompressErrors  prometheus.Counter
+	CompressPending prometheus.Gauge
+
+	droppedWrite, droppedTooLong prometheus.Counter
+}
+
+// NewMetrics registers the sink metrics with reg. dropped is the shared
+// messages-dropped family (ingest.Metrics.Dropped), so that one series
+// answers "what was received and not written, and why".
+func NewMetrics(reg prometheus.Registerer, dropped *prometheus.CounterVec) *Metrics {
+	m := &Metrics{
+		Lines: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "aggregator_lines_written_total",
+			Help: "Lines written to the log file (one per message).",
+		}),
+		Bytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "aggregator_written_bytes_total",
+			Help: "Bytes written to the log file.",
+		}),
+		WriteErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "aggregator_write_errors_total",
+			Help: "Failed writes to the log file; their lines are counted in aggregator_messages_dropped_total{reason=\"write_error\"}.",
+		}),
+		Rotations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "aggregator_rotations_total",
+			Help: "Log file rotations, by reason (size, time).",
+		}, []string{"reason"}),
+		Reopens: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "aggregator_reopens_total",
+			Help: "Times the log file was reopened on SIGHUP.",
+		}),
+		Compressed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "aggregator_backups_compressed_total",
+			Help: "Rotated backups compressed with gzip.",
+		}),
+		CompressErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "aggregator_compress_errors_total",
+			Help: "Backups that could not be compressed (left uncompressed; retried after the next rotation).",
+		}),
+		CompressPending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "aggregator_backups_uncompressed",
+			Help: "Rotated backups waiting for compression.",
+		}),
+		droppedWrite:   dropped.WithLabelValues(DropWriteError),
+		droppedTooLong: dropped.WithLabelValues(DropLineTooLong),
+	}
+	// Make the labelled series visible at zero, so dashboards and alerts
+	// see them before the first event.
+	m.Rotations.WithLabelValues("size")
+	m.Rotations.WithLabelValues("time")
+	reg.MustRegister(m.Lines, m.Bytes, m.WriteErrors, m.Rotations, m.Reopens,
+		m.Compressed, m.CompressErrors, m.CompressPending)
+	return m
+}

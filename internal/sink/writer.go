@@ -1,0 +1,325 @@
+// Package sink writes received records as lines to a rotating log file.
+package sink
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"gopkg.in/natefinch/lumberjack.v2"
+
+	"aggregator/internal/ingest"
+)
+
+// Options configure the writer.
+type Options struct {
+	// Path of the live file; backups go next to it.
+	Path     string
+	Format   Format
+	Location *time.Location // time zone of the timestamps; nil means UTC
+	// MaxSizeMB: the live file is rotated before it would grow past this.
+	MaxSizeMB  int
+	MaxBackups int // 0 keeps all
+	MaxAgeDays int // 0 keeps all
+	Compress   bool
+	// RotateEvery also rotates on wall-clock boundaries (e.g. 24h rotates
+	// at midnight UTC); 0 turns it off.
+	RotateEvery time.Duration
+	// FlushInterval is the longest a line waits in the buffer while more
+	// records keep arriving. An idle writer flushes at once.
+	FlushInterval time.Duration
+	// BufferBytes is the write batch: lines are written when this much
+	// has gathered, or sooner (see FlushInterval).
+	BufferBytes int
+}
+
+// DefaultBufferBytes is the write batch size when Options leave it 0.
+const DefaultBufferBytes = 256 << 10
+
+// compressWait bounds how long Run waits, on stop, for the compression of
+// the last backups.
+const compressWait = 5 * time.Second
+
+// Writer owns the log file. Run is its only goroutine: it encodes records,
+// writes whole lines, rotates and reopens, all in one loop, so that no lock
+// is taken per line and a rotation can never fall inside a line.
+type Writer struct {
+	opt      Options
+	lj       *lumberjack.Logger
+	enc      encoder
+	maxBytes int64
+	m        *Metrics
+	log      *slog.Logger
+	comp     *compressor
+
+	// Owned by Run.
+	buf        []byte
+	lines      int   // lines in buf
+	size       int64 // bytes in the live file, mirrored to rotate before lumberjack would
+	partial    bool  // a failed write left the file without its last newline
+	lastRotate time.Time
+	nextRotate time.Time
+	lastErrLog time.Time
+
+	err   atomic.Pointer[string] // last write error, for readiness; nil when healthy
+	alive atomic.Int64           // Unix nanoseconds of the loop's last tick, for the watchdog
+}
+
+// New opens (creates if need be) the live file, so that a path that cannot
+// be written fails at start-up.
+func New(opt Options, m *Metrics, log *slog.Logger) (*Writer, error) {
+	if opt.BufferBytes <= 0 {
+		opt.BufferBytes = DefaultBufferBytes
+	}
+	if opt.FlushInterval <= 0 {
+		opt.FlushInterval = 100 * time.Millisecond
+	}
+	w := &Writer{
+		opt: opt,
+		lj: &lumberjack.Logger{
+			Filename:   opt.Path,
+			MaxSize:    opt.MaxSizeMB,
+			MaxBackups: opt.MaxBackups,
+			MaxAge:     opt.MaxAgeDays,
+			LocalTime:  false,
+			Compress:   false, // see compressor
+		},
+		enc:      encoder{format: opt.Format, clock: newClock(opt.Location)},
+		maxBytes: int64(opt.MaxSizeMB) << 20,
+		m:        m,
+		log:      log,
+		buf:      make([]byte, 0, opt.BufferBytes+opt.BufferBytes/4),
+	}
+	if opt.Compress {
+		w.comp = newCompressor(opt.Path, m, log)
+	}
+	if err := w.open(); err != nil {
+		return nil, err
+	}
+	if opt.RotateEvery > 0 {
+		w.nextRotate = nextBoundary(time.Now(), opt.RotateEvery)
+	}
+	return w, nil
+}
+
+func (w *Writer) open() error {
+	// lumberjack opens lazily, on the first write; open here to find a path
+	// that cannot be written now rather than at the first message.
+	f, err := os.OpenFile(w.opt.Path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", w.opt.Path, err)
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("open %s: %w", w.opt.Path, err)
+	}
+	w.size = info.Size()
+	return nil
+}
+
+// nextBoundary is the first multiple of every (counted from the Unix epoch,
+// so 24h means midnight UTC) after now.
+func nextBoundary(now time.Time, every time.Duration) time.Time {
+	return now.Truncate(every).Add(every)
+}
+
+// Ready reports nil when the file is open and the last write succeeded.
+func (w *Writer) Ready() error {
+	if p := w.err.Load(); p != nil {
+		return fmt.Errorf("%s", *p)
+	}
+	return nil
+}
+
+// Run writes every batch from q until q.C is closed, then flushes, closes
+// the file and waits (bounded) for the last backups to be compressed.
+// reopen asks for the file to be closed and opened again (SIGHUP).
+func (w *Writer) Run(q *ingest.Queue, reopen <-chan struct{}) error {
+	var stopComp chan struct{}
+	compCtx, cancelComp := context.WithCancel(context.Background())
+	defer cancelComp()
+	if w.comp != nil {
+		stopComp = make(chan struct{})
+		go w.comp.run(compCtx, stopComp)
+	}
+	tick := time.NewTicker(w.opt.FlushInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case b, ok := <-q.C:
+			if !ok {
+				w.flush()
+				err := w.lj.Close()
+				w.stopCompressor(stopComp, cancelComp)
+				if err != nil {
+					return fmt.Errorf("close %s: %w", w.opt.Path, err)
+				}
+				return nil
+			}
+			q.Taken(b)
+			w.encode(b)
+			q.Recycle(b)
+			if len(q.C) == 0 {
+				w.flush() // nothing more waiting: let the lines reach the file now
+			}
+		case now := <-tick.C:
+			w.alive.Store(now.UnixNano())
+			w.flush()
+			if !w.nextRotate.IsZero() && !now.Before(w.nextRotate) {
+				w.rotate("time")
+				w.nextRotate = nextBoundary(now, w.opt.RotateEvery)
+			}
+		case <-reopen:
+			w.flush()
+			w.reopen()
+		}
+	}
+}
+
+func (w *Writer) stopCompressor(stop chan struct{}, cancel context.CancelFunc) {
+	if w.comp == nil {
+		return
+	}
+	close(stop)
+	select {
+	case <-w.comp.done:
+	case <-time.After(compressWait):
+		cancel()
+		<-w.comp.done
+		w.log.Warn("stopped before every backup was compressed; the rest is compressed at the next start")
+	}
+}
+
+// encode appends b's records as lines, writing whenever the buffer is full.
+func (w *Writer) encode(b *ingest.Batch) {
+	for i := range b.Records {
+		start := len(w.buf)
+		w.buf = w.enc.appendLine(w.buf, b.Endpoint, &b.Records[i])
+		if int64(len(w.buf)) > w.maxBytes {
+			line := w.buf[start:]
+			w.buf = w.buf[:start]
+			if int64(len(line)) > w.maxBytes {
+				w.m.droppedTooLong.Inc() // could never fit in a file
+				continue
+			}
+			// Rare: a huge line after a full buffer; one write may not
+			// exceed the file size, so write the two apart.
+			line = bytes.Clone(line)
+			w.flush()
+			w.buf = append(w.buf, line...)
+		}
+		w.lines++
+		if len(w.buf) >= w.opt.BufferBytes {
+			w.flush()
+		}
+	}
+}
+
+// flush writes the buffer. It holds whole lines only, and the file is
+// rotated before a write that would take it past its maximum size, so a
+// line never straddles two files.
+func (w *Writer) flush() {
+	if len(w.buf) == 0 {
+		return
+	}
+	if w.size+int64(len(w.buf)) > w.maxBytes {
+		w.rotate("size")
+	}
+	if w.partial {
+		w.buf = append(w.buf, '\n') // end the cut line, then rotate the buffer into place
+		copy(w.buf[1:], w.buf[:len(w.buf)-1])
+		w.buf[0] = '\n'
+	}
+	n, err := w.lj.Write(w.buf)
+	w.size += int64(n)
+	if err != nil {
+		w.writeFailed(err, n)
+	} else {
+		w.partial = false
+		w.err.Store(nil)
+		w.m.Lines.Add(float64(w.lines))
+	}
+	w.m.Bytes.Add(float64(n))
+	w.buf = w.buf[:0]
+	w.lines = 0
+}
+
+// writeFailed accounts for a failed write: the lines not written are
+// counted as dropped, and the file is marked so that the next write first
+// ends any line cut in the middle.
+func (w *Writer) writeFailed(err error, n int) {
+	lost := bytes.Count(w.buf[n:], []byte{'\n'})
+	w.m.WriteErrors.Inc()
+	w.m.droppedWrite.Add(float64(lost))
+	w.m.Lines.Add(float64(w.lines - lost))
+	if n > 0 && w.buf[n-1] != '\n' {
+		w.partial = true
+	}
+	msg := err.Error()
+	w.err.Store(&msg)
+	// One log line per interval at most: a full disk fails every write.
+	if now := time.Now(); now.Sub(w.lastErrLog) >= 10*time.Second {
+		w.lastErrLog = now
+		w.log.Error("write failed; lines dropped", "file", w.opt.Path, "lines", lost, "err", err)
+	}
+}
+
+// rotate moves the live file aside and starts a new one.
+func (w *Writer) rotate(reason string) {
+	// lumberjack names a backup after the current millisecond; a second
+	// rotation within the same one would reuse the name and replace it.
+	if d := time.Millisecond - time.Since(w.lastRotate); d > 0 {
+		time.Sleep(d)
+	}
+	if err := w.lj.Rotate(); err != nil {
+		msg := err.Error()
+		w.err.Store(&msg)
+		w.m.WriteErrors.Inc()
+		w.log.Error("rotate failed", "file", w.opt.Path, "reason", reason, "err", err)
+		return
+	}
+	w.lastRotate = time.Now()
+	w.size = 0
+	w.partial = false
+	w.m.Rotations.WithLabelValues(reason).Inc()
+	w.log.Info("rotated", "file", w.opt.Path, "reason", reason)
+	if w.comp != nil {
+		w.comp.poke()
+	}
+}
+
+// reopen closes the file and opens whatever is at the path now: after an
+// external logrotate has moved it away, a new file is created.
+func (w *Writer) reopen() {
+	if err := w.lj.Close(); err != nil {
+		w.log.Error("close for reopen", "file", w.opt.Path, "err", err)
+	}
+	if err := w.open(); err != nil {
+		msg := err.Error()
+		w.err.Store(&msg)
+		w.m.WriteErrors.Inc()
+		w.log.Error("reopen failed", "file", w.opt.Path, "err", err)
+		return
+	}
+	w.partial = false
+	w.m.Reopens.Inc()
+	w.log.Info("reopened", "file", w.opt.Path)
+}
+
+// Alive reports whether Run's loop has turned within the last d.
+func (w *Writer) Alive(d time.Duration) bool {
+	return time.Since(time.Unix(0, w.alive.Load())) < d
+}
+
+// Close closes the file of a writer whose Run never started; Run closes
+// its own.
+func (w *Writer) Close() error { return w.lj.Close() }
+
+// Dir is the directory holding the live file and its backups.
+func (w *Writer) Dir() string { return filepath.Dir(w.opt.Path) }

@@ -1,0 +1,289 @@
+package sink
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"aggregator/internal/ingest"
+)
+
+type harness struct {
+	w       *Writer
+	q       *ingest.Queue
+	m       *Metrics
+	dropped *prometheus.CounterVec
+	path    string
+	reopen  chan struct{}
+	done    chan error
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// tWriter sends component logs to t.Log.
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// start runs a writer on a fresh directory with opt (Path is filled in).
+func start(t *testing.T, opt Options) *harness {
+	t.Helper()
+	if opt.Path == "" {
+		opt.Path = filepath.Join(t.TempDir(), "subscriber.log")
+	}
+	if opt.MaxSizeMB == 0 {
+		opt.MaxSizeMB = 100
+	}
+	reg := prometheus.NewRegistry()
+	dropped := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dropped_total"}, []string{"reason"})
+	m := NewMetrics(reg, dropped)
+	w, err := New(opt, m, testLogger(t))
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	h := &harness{w: w, q: ingest.NewQueue(8), m: m, dropped: dropped, path: opt.Path,
+		reopen: make(chan struct{}, 1), done: make(chan error, 1)}
+	go func() { h.done <- w.Run(h.q, h.reopen) }()
+	t.Cleanup(func() { h.stop(t) })
+	return h
+}
+
+// feed sends records "msg-<seq> <pad>" for seq in [from, to).
+func (h *harness) feed(from, to int, pad string) {
+	b := h.q.Get("test")
+	for seq := from; seq < to; seq++ {
+		msg := []byte(fmt.Sprintf("msg-%d %s", seq, pad))
+		b.Records = append(b.Records, ingest.Record{Time: time.Now().UnixNano(), Frames: [][]byte{msg}})
+		b.Bytes += len(msg)
+		if len(b.Records) == 256 {
+			h.q.Send(b, nil)
+			b = h.q.Get("test")
+		}
+	}
+	if len(b.Records) > 0 {
+		h.q.Send(b, nil)
+	}
+}
+
+func (h *harness) stop(t *testing.T) {
+	t.Helper()
+	if h.done == nil {
+		return
+	}
+	close(h.q.C)
+	select {
+	case err := <-h.done:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("writer did not stop")
+	}
+	h.done = nil
+}
+
+var lineRE = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z msg-(\d+) `)
+
+// readSeqs reads every file of the log and returns how often each sequence
+// number occurs; it fails on a line that is not whole.
+func readSeqs(t *testing.T, path string) (map[int]int, []string) {
+	t.Helper()
+	files, err := Files(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int]int{}
+	for _, name := range files {
+		rc, err := Open(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if len(data) > 0 && data[len(data)-1] != '\n' {
+			t.Fatalf("%s does not end with a whole line", name)
+		}
+		sc := bufio.NewScanner(strings.NewReader(string(data)))
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			m := lineRE.FindStringSubmatch(sc.Text())
+			if m == nil {
+				t.Fatalf("%s: malformed line %q", name, sc.Text())
+			}
+			n, _ := strconv.Atoi(m[1])
+			seen[n]++
+		}
+	}
+	return seen, files
+}
+
+func expectEach(t *testing.T, seen map[int]int, n int) {
+	t.Helper()
+	for i := range n {
+		if seen[i] != 1 {
+			t.Fatalf("message %d found %d times", i, seen[i])
+		}
+	}
+	if len(seen) != n {
+		t.Fatalf("found %d distinct messages, want %d", len(seen), n)
+	}
+}
+
+func TestRotateBySizeUnderLoadWithCompression(t *testing.T) {
+	const n = 200_000
+	h := start(t, Options{MaxSizeMB: 1, Compress: true, BufferBytes: 64 << 10})
+	pad := strings.Repeat("x", 60)
+	h.feed(0, n, pad)
+	h.stop(t)
+
+	seen, files := readSeqs(t, h.path)
+	expectEach(t, seen, n)
+	gz := 0
+	for _, f := range files {
+		if strings.HasSuffix(f, ".gz") {
+			gz++
+		}
+		if info, err := os.Stat(f); err == nil && !strings.HasSuffix(f, ".gz") && info.Size() > 1<<20 {
+			t.Errorf("%s is %d bytes, over the 1 MiB limit", f, info.Size())
+		}
+	}
+	rot := testutil.ToFloat64(h.m.Rotations.WithLabelValues("size"))
+	if rot < 10 || gz != int(rot) {
+		t.Errorf("size rotations %v, compressed backups %d (files %v)", rot, gz, files)
+	}
+	if got := testutil.ToFloat64(h.m.Lines); got != n {
+		t.Errorf("lines written metric %v, want %d", got, n)
+	}
+}
+
+func TestRotateByTime(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for two wall-clock seconds")
+	}
+	h := start(t, Options{RotateEvery: time.Second, FlushInterval: 20 * time.Millisecond})
+	deadline := time.Now().Add(2500 * time.Millisecond)
+	seq := 0
+	for time.Now().Before(deadline) {
+		h.feed(seq, seq+50, "t")
+		seq += 50
+		time.Sleep(10 * time.Millisecond)
+	}
+	h.stop(t)
+	seen, files := readSeqs(t, h.path)
+	expectEach(t, seen, seq)
+	if rot := testutil.ToFloat64(h.m.Rotations.WithLabelValues("time")); rot < 2 || len(files) < 3 {
+		t.Errorf("time rotations %v, files %v; want at least 2 and 3", rot, files)
+	}
+}
+
+func TestReopenAfterExternalRotation(t *testing.T) {
+	h := start(t, Options{})
+	h.feed(0, 1000, "a")
+	waitLines(t, h.path, 1000)
+	moved := h.path + ".1"
+	if err := os.Rename(h.path, moved); err != nil { // what logrotate does
+		t.Fatal(err)
+	}
+	h.feed(1000, 1500, "b") // still goes to the moved file: it is open
+	waitLines(t, moved, 1500)
+	h.reopen <- struct{}{}
+	waitFor(t, func() bool { return testutil.ToFloat64(h.m.Reopens) == 1 })
+	h.feed(1500, 2000, "c")
+	h.stop(t)
+
+	seen := map[int]int{}
+	for _, f := range []string{moved, h.path} {
+		s, _ := readSeqs(t, f)
+		for k, v := range s {
+			seen[k] += v
+		}
+	}
+	expectEach(t, seen, 2000)
+	if s, _ := readSeqs(t, h.path); len(s) != 500 {
+		t.Errorf("new file holds %d messages, want 500", len(s))
+	}
+}
+
+func TestIdleWriterFlushesWithoutWaitingForTheInterval(t *testing.T) {
+	h := start(t, Options{FlushInterval: time.Hour})
+	h.feed(0, 1, "idle")
+	waitLines(t, h.path, 1)
+}
+
+func TestFullDiskIsCountedNotFatal(t *testing.T) {
+	if _, err := os.Stat("/dev/full"); err != nil {
+		t.Skip("no /dev/full")
+	}
+	path := filepath.Join(t.TempDir(), "subscriber.log")
+	if err := os.Symlink("/dev/full", path); err != nil {
+		t.Fatal(err)
+	}
+	h := start(t, Options{Path: path})
+	h.feed(0, 300, "full")
+	waitFor(t, func() bool { return testutil.ToFloat64(h.dropped.WithLabelValues(DropWriteError)) == 300 })
+	if h.w.Ready() == nil {
+		t.Error("writer reports ready on a full disk")
+	}
+	if testutil.ToFloat64(h.m.WriteErrors) < 1 || testutil.ToFloat64(h.m.Lines) != 0 {
+		t.Errorf("write errors %v, lines %v", testutil.ToFloat64(h.m.WriteErrors), testutil.ToFloat64(h.m.Lines))
+	}
+}
+
+func TestLineTooLongForAFileIsDropped(t *testing.T) {
+	h := start(t, Options{MaxSizeMB: 1})
+	b := h.q.Get("test")
+	big := make([]byte, 600<<10)
+	for i := range big {
+		big[i] = '\n' // escapes to two bytes each: 1.2 MB, over the 1 MiB file size
+	}
+	b.Records = append(b.Records, ingest.Record{Frames: [][]byte{big}}, ingest.Record{Frames: [][]byte{big}})
+	h.q.Send(b, nil)
+	h.feed(0, 10, "after")
+	h.stop(t)
+	seen, _ := readSeqs(t, h.path)
+	if len(seen) != 10 {
+		t.Fatalf("found %d small messages, want 10", len(seen))
+	}
+	if got := testutil.ToFloat64(h.dropped.WithLabelValues(DropLineTooLong)); got != 2 {
+		t.Fatalf("line_too_long drops %v, want 2", got)
+	}
+}
+
+func waitLines(t *testing.T, path string, n int) {
+	t.Helper()
+	waitFor(t, func() bool {
+		data, _ := os.ReadFile(path)
+		return strings.Count(string(data), "\n") >= n
+	})
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}

@@ -1,0 +1,143 @@
+// Package zmqtest gives tests and the benchmark real ZeroMQ publishers on
+// loopback that know when a subscriber has joined, so that nothing is sent
+// into the void before the subscription arrives (PUB/SUB's slow joiner).
+package zmqtest
+
+import (
+	"fmt"
+	"net"
+	"time"
+
+	zmq "github.com/pebbe/zmq4"
+)
+
+// Publisher is an XPUB socket: it publishes like PUB, and also hands us the
+// subscriptions of the peers that join.
+type Publisher struct {
+	sock *zmq.Socket
+	// Endpoint is where the publisher is bound, or what it connects to.
+	Endpoint string
+}
+
+func newPublisher() (*Publisher, error) {
+	sock, err := zmq.NewSocket(zmq.XPUB)
+	if err != nil {
+		return nil, err
+	}
+	err = firstErr(
+		sock.SetLinger(2*time.Second), // let the last messages go out on Close
+		sock.SetSndhwm(0),             // never drop: tests count every message
+		sock.SetXpubVerbose(1),        // report every subscription, even repeats
+	)
+	if err != nil {
+		sock.Close()
+		return nil, err
+	}
+	return &Publisher{sock: sock}, nil
+}
+
+// Bind starts a publisher on a free loopback port.
+func Bind() (*Publisher, error) {
+	p, err := newPublisher()
+	if err != nil {
+		return nil, err
+	}
+	if err := p.sock.Bind("tcp://127.0.0.1:*"); err != nil {
+		p.sock.Close()
+		return nil, err
+	}
+	if p.Endpoint, err = p.sock.GetLastEndpoint(); err != nil {
+		p.sock.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+// BindAt starts a publisher on endpoint, e.g. to bring one back on the
+// port it had before.
+func BindAt(endpoint string) (*Publisher, error) {
+	p, err := newPublisher()
+	if err != nil {
+		return nil, err
+	}
+	if err := p.sock.Bind(endpoint); err != nil {
+		p.sock.Close()
+		return nil, err
+	}
+	p.Endpoint = endpoint
+	return p, nil
+}
+
+// Connect starts a publisher that connects to a subscriber's bind endpoint.
+func Connect(endpoint string) (*Publisher, error) {
+	p, err := newPublisher()
+	if err != nil {
+		return nil, err
+	}
+	if err := p.sock.Connect(endpoint); err != nil {
+		p.sock.Close()
+		return nil, err
+	}
+	p.Endpoint = endpoint
+	return p, nil
+}
+
+// WaitSubscribed waits until n subscriptions have arrived (one per topic
+// per subscriber) or timeout passes.
+func (p *Publisher) WaitSubscribed(n int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for got := 0; got < n; {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return fmt.Errorf("%s: %d of %d subscriptions after %s", p.Endpoint, got, n, timeout)
+		}
+		if err := p.sock.SetRcvtimeo(left); err != nil {
+			return err
+		}
+		msg, err := p.sock.RecvBytes(0)
+		if err != nil {
+			continue // timeout: the loop checks the deadline
+		}
+		if len(msg) > 0 && msg[0] == 1 { // 1 = subscribe, 0 = unsubscribe
+			got++
+		}
+	}
+	return nil
+}
+
+// Send publishes one message of one or more frames.
+func (p *Publisher) Send(frames ...[]byte) error {
+	for i, f := range frames {
+		flag := zmq.Flag(0)
+		if i < len(frames)-1 {
+			flag = zmq.SNDMORE
+		}
+		if _, err := p.sock.SendBytes(f, flag); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Close closes the socket, waiting up to its linger for queued messages.
+func (p *Publisher) Close() error { return p.sock.Close() }
+
+// FreeTCPEndpoint returns tcp://127.0.0.1:PORT with a port that was free a
+// moment ago, for a daemon that must bind it itself.
+func FreeTCPEndpoint() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return "tcp://" + l.Addr().String(), nil
+}
+
+func firstErr(errs ...error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
