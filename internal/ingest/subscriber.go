@@ -68,8 +68,8 @@ type Subscriber struct {
 
 // NewSubscriber creates the socket and binds or connects it, so that a bad
 // endpoint or a port in use is an error at start-up, not later.
-func NewSubscriber(zctx *zmq.Context, opt Options, q *Queue, m *Metrics, log *slog.Logger) (s *Subscriber, err error) {
-	s = &Subscriber{
+func NewSubscriber(zctx *zmq.Context, opt Options, q *Queue, m *Metrics, log *slog.Logger) (_ *Subscriber, err error) {
+	s := &Subscriber{
 		opt: opt,
 		q:   q,
 		m:   m.forEndpoint(opt.Endpoint),

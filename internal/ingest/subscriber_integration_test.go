@@ -1,0 +1,362 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	zmq "github.com/pebbe/zmq4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"aggregator/internal/zmqtest"
+)
+
+// rig runs subscribers against real sockets on loopback and collects what
+// reaches the queue, as the sink would.
+type rig struct {
+	t      *testing.T
+	zctx   *zmq.Context
+	q      *Queue
+	m      *Metrics
+	subs   []*Subscriber
+	cancel    context.CancelFunc
+	done      chan error
+	collected chan struct{}
+
+	mu   sync.Mutex
+	recs []Record
+	eps  []string
+}
+
+func newRig(t *testing.T) *rig {
+	t.Helper()
+	zctx, err := zmq.NewContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := NewQueue(4)
+	r := &rig{t: t, zctx: zctx, q: q, m: NewMetrics(prometheus.NewRegistry(), q)}
+	t.Cleanup(r.stop)
+	return r
+}
+
+func (r *rig) add(opt Options) *Subscriber {
+	r.t.Helper()
+	if opt.MaxMessageBytes == 0 {
+		opt.MaxMessageBytes = 64 << 10
+	}
+	if opt.RcvHWM == 0 {
+		opt.RcvHWM = 1000
+	}
+	log := slog.New(slog.NewTextHandler(testWriter{r.t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	s, err := NewSubscriber(r.zctx, opt, r.q, r.m, log)
+	if err != nil {
+		r.t.Fatalf("NewSubscriber(%s): %v", opt.Endpoint, err)
+	}
+	r.subs = append(r.subs, s)
+	return s
+}
+
+func (r *rig) start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	r.done = make(chan error, 1)
+	go func() { r.done <- RunAll(ctx, r.subs, r.q, nil) }()
+	r.collected = make(chan struct{})
+	go func() {
+		defer close(r.collected)
+		for b := range r.q.C {
+			r.q.Taken(b)
+			r.mu.Lock()
+			for _, rec := range b.Records {
+				// Keep copies: the batch's arrays are reused.
+				rec.Frames = append([][]byte(nil), rec.Frames...)
+				r.recs = append(r.recs, rec)
+				r.eps = append(r.eps, b.Endpoint)
+			}
+			r.mu.Unlock()
+			r.q.Recycle(b)
+		}
+	}()
+}
+
+func (r *rig) stop() {
+	if r.cancel != nil {
+		r.cancel()
+		select {
+		case err := <-r.done:
+			if err != nil {
+				r.t.Errorf("RunAll: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			r.t.Error("subscribers did not stop")
+		}
+		<-r.collected
+		r.cancel = nil
+	}
+	if r.zctx != nil {
+		for _, s := range r.subs {
+			s.Close()
+		}
+		r.zctx.Term()
+		r.zctx = nil
+	}
+}
+
+// waitCount waits until n records have arrived.
+func (r *rig) waitCount(n int) []Record {
+	r.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r.mu.Lock()
+		got := len(r.recs)
+		out := append([]Record(nil), r.recs...)
+		r.mu.Unlock()
+		if got >= n {
+			return out
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("received %d of %d messages", got, n)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func mustPub(t *testing.T, p *zmqtest.Publisher, err error) *zmqtest.Publisher {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+func send(t *testing.T, p *zmqtest.Publisher, frames ...string) {
+	t.Helper()
+	var bs [][]byte
+	for _, f := range frames {
+		bs = append(bs, []byte(f))
+	}
+	if err := p.Send(bs...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestConnectAndBindAtOnce(t *testing.T) {
+	r := newRig(t)
+	// Two publishers that bind, two that connect to our bind endpoints.
+	var pubs []*zmqtest.Publisher
+	for range 2 {
+		p, err := zmqtest.Bind()
+		p = mustPub(t, p, err)
+		r.add(Options{Endpoint: p.Endpoint})
+		pubs = append(pubs, p)
+	}
+	for range 2 {
+		ep, err := zmqtest.FreeTCPEndpoint()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.add(Options{Endpoint: ep, Bind: true})
+		p, err := zmqtest.Connect(ep)
+		pubs = append(pubs, mustPub(t, p, err))
+	}
+	r.start()
+	const each = 2000
+	for i, p := range pubs {
+		if err := p.WaitSubscribed(1, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		for seq := range each {
+			send(t, p, fmt.Sprintf("pub%d %d", i, seq))
+		}
+	}
+	recs := r.waitCount(4 * each)
+	seen := map[string]int{}
+	for _, rec := range recs {
+		seen[string(rec.Frames[0])]++
+	}
+	for i := range pubs {
+		for seq := range each {
+			if k := fmt.Sprintf("pub%d %d", i, seq); seen[k] != 1 {
+				t.Fatalf("%q received %d times", k, seen[k])
+			}
+		}
+	}
+	for _, s := range r.subs {
+		if got := testutil.ToFloat64(r.m.Received.WithLabelValues(s.Endpoint())); got != each {
+			t.Errorf("received metric for %s = %v, want %d", s.Endpoint(), got, each)
+		}
+	}
+	if ev := testutil.ToFloat64(r.m.Events.WithLabelValues(r.subs[0].Endpoint(), "connected")); ev < 1 {
+		t.Errorf("no connected event counted for %s", r.subs[0].Endpoint())
+	}
+	if ev := testutil.ToFloat64(r.m.Events.WithLabelValues(r.subs[2].Endpoint(), "accepted")); ev < 1 {
+		t.Errorf("no accepted event counted for %s", r.subs[2].Endpoint())
+	}
+}
+
+func TestTopicFilter(t *testing.T) {
+	r := newRig(t)
+	p, err := zmqtest.Bind()
+	p = mustPub(t, p, err)
+	r.add(Options{Endpoint: p.Endpoint, Topics: []string{"app.", "db."}})
+	r.start()
+	if err := p.WaitSubscribed(2, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []string{"app.start", "web.hit", "db.slow", "ap.nope", "app.stop"} {
+		send(t, p, m)
+	}
+	recs := r.waitCount(3)
+	time.Sleep(50 * time.Millisecond) // anything filtered wrongly would arrive now
+	recs = r.waitCount(3)
+	var got []string
+	for _, rec := range recs {
+		got = append(got, string(rec.Frames[0]))
+	}
+	if strings.Join(got, ",") != "app.start,db.slow,app.stop" {
+		t.Fatalf("received %v", got)
+	}
+}
+
+func TestPayloads(t *testing.T) {
+	r := newRig(t)
+	p, err := zmqtest.Bind()
+	p = mustPub(t, p, err)
+	r.add(Options{Endpoint: p.Endpoint, MaxMessageBytes: 1000, WantPeer: true})
+	r.start()
+	if err := p.WaitSubscribed(1, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	big := strings.Repeat("x", 5000)
+	cases := [][]string{
+		{"plain"},
+		{""},
+		{"line one\nline two\r\n"},
+		{"\x00\xff\xfe binary"},
+		{"topic", "part 1", "part 2"},
+		{big},
+		{"t", big, "dropped frame"},
+	}
+	for _, c := range cases {
+		send(t, p, c...)
+	}
+	recs := r.waitCount(len(cases))
+	for i, c := range cases[:5] {
+		if got := recs[i].Frames; len(got) != len(c) || !bytes.Equal(bytes.Join(got, []byte("|")), []byte(strings.Join(c, "|"))) {
+			t.Errorf("case %d: frames %q, want %q", i, got, c)
+		}
+		if recs[i].Truncated {
+			t.Errorf("case %d marked truncated", i)
+		}
+		if recs[i].Peer != "127.0.0.1" {
+			t.Errorf("case %d: peer %q", i, recs[i].Peer)
+		}
+	}
+	if rec := recs[5]; !rec.Truncated || rec.Size() != 1000 {
+		t.Errorf("oversize message: truncated=%v size=%d", rec.Truncated, rec.Size())
+	}
+	if rec := recs[6]; !rec.Truncated || rec.Size() != 1000 || len(rec.Frames) != 2 {
+		t.Errorf("oversize multipart: truncated=%v size=%d frames=%d", rec.Truncated, rec.Size(), len(rec.Frames))
+	}
+	if got := testutil.ToFloat64(r.m.Truncated.WithLabelValues(p.Endpoint)); got != 2 {
+		t.Errorf("truncated metric %v, want 2", got)
+	}
+	if recs[0].Time <= 0 || recs[0].Time > time.Now().UnixNano() {
+		t.Errorf("bad receive time %d", recs[0].Time)
+	}
+}
+
+func TestPublisherLateAndRestarting(t *testing.T) {
+	r := newRig(t)
+	ep, err := zmqtest.FreeTCPEndpoint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.add(Options{Endpoint: ep}) // nobody is there yet
+	r.start()
+	time.Sleep(150 * time.Millisecond) // at least one failed connect attempt
+
+	for round := range 3 {
+		p, err := bindRetry(ep)
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		if err := p.WaitSubscribed(1, 10*time.Second); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		for seq := range 100 {
+			send(t, p, fmt.Sprintf("round %d seq %d", round, seq))
+		}
+		r.waitCount(100 * (round + 1))
+		p.Close() // the publisher goes away; the next round brings it back
+	}
+	if ev := testutil.ToFloat64(r.m.Events.WithLabelValues(ep, "disconnected")); ev < 2 {
+		t.Errorf("disconnected events %v, want at least 2", ev)
+	}
+}
+
+func TestStopDeliversWhatWasReceived(t *testing.T) {
+	r := newRig(t)
+	p, err := zmqtest.Bind()
+	p = mustPub(t, p, err)
+	r.add(Options{Endpoint: p.Endpoint, RcvHWM: 0})
+	r.start()
+	if err := p.WaitSubscribed(1, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for seq := range 20000 {
+		send(t, p, fmt.Sprintf("m%d", seq))
+	}
+	r.waitCount(1) // receiving has begun; stop in the middle
+	r.stop()
+	r.mu.Lock()
+	n := len(r.recs)
+	r.mu.Unlock()
+	if got := testutil.ToFloat64(r.m.Received.WithLabelValues(p.Endpoint)); int(got) != n {
+		t.Fatalf("received metric %v but %d records reached the queue", got, n)
+	}
+}
+
+func TestBadEndpointFailsAtStart(t *testing.T) {
+	zctx, err := zmq.NewContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zctx.Term()
+	l, err := zmqtest.Bind() // holds a port
+	l = mustPub(t, l, err)
+	q := NewQueue(1)
+	m := NewMetrics(prometheus.NewRegistry(), q)
+	_, err = NewSubscriber(zctx, Options{Endpoint: l.Endpoint, Bind: true, MaxMessageBytes: 10}, q, m, slog.New(slog.DiscardHandler))
+	if err == nil || !strings.Contains(err.Error(), "bind "+l.Endpoint) {
+		t.Fatalf("binding a port in use: err = %v", err)
+	}
+}
+
+// bindRetry binds ep, waiting for libzmq to release it from a publisher
+// closed a moment ago (sockets close asynchronously).
+func bindRetry(ep string) (*zmqtest.Publisher, error) {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		p, err := zmqtest.BindAt(ep)
+		if err == nil || time.Now().After(deadline) {
+			return p, err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
