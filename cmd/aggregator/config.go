@@ -10,11 +10,10 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
-	"github.com/kelseyhightower/envconfig"
-
+	"aggregator/internal/cli"
+	"aggregator/internal/envconf"
 	"aggregator/internal/ingest"
 	"aggregator/internal/sink"
 )
@@ -51,67 +50,15 @@ type Config struct {
 // envName is the variable behind a Config field's envconfig key.
 func envName(key string) string { return envPrefix + "_" + key }
 
-// loadConfig reads the environment and checks the result. It reports every
-// bad variable, not just the first: envconfig stops at the first value it
-// cannot parse, so that variable is noted, hidden, and the rest read again.
+// loadConfig reads the environment and checks the result, reporting every
+// bad variable, not just the first.
 func loadConfig() (Config, error) {
-	var (
-		cfg    Config
-		errs   []error
-		hidden = map[string]string{}
-	)
-	defer func() {
-		for k, v := range hidden {
-			os.Setenv(k, v)
-		}
-	}()
-	for {
-		cfg = Config{}
-		err := envconfig.Process(envPrefix, &cfg)
-		var pe *envconfig.ParseError
-		if errors.As(err, &pe) {
-			if _, seen := hidden[pe.KeyName]; seen {
-				return cfg, errors.Join(append(errs, err)...)
-			}
-			errs = append(errs, fmt.Errorf("%s=%q: not a valid %s", pe.KeyName, pe.Value, typeWord(pe.TypeName)))
-			hidden[pe.KeyName] = pe.Value
-			os.Unsetenv(pe.KeyName)
-			continue
-		}
-		if err != nil {
-			return cfg, errors.Join(append(errs, err)...)
-		}
-		break
-	}
-	cfg.normalize()
-	errs = append(errs, cfg.Validate())
-	return cfg, errors.Join(errs...)
-}
-
-func typeWord(goType string) string {
-	switch goType {
-	case "int":
-		return "whole number"
-	case "bool":
-		return "boolean (true or false)"
-	case "time.Duration":
-		return "duration (such as 100ms, 5s or 24h)"
-	}
-	return goType
-}
-
-// normalize trims spaces around list items and drops empty ones, so that
-// "a, b," means [a b].
-func (c *Config) normalize() {
-	for _, l := range []*[]string{&c.Connect, &c.Bind, &c.Topics} {
-		var out []string
-		for _, s := range *l {
-			if s = strings.TrimSpace(s); s != "" {
-				out = append(out, s)
-			}
-		}
-		*l = out
-	}
+	var cfg Config
+	err := envconf.Process(envPrefix, &cfg)
+	cfg.Connect = envconf.TrimList(cfg.Connect)
+	cfg.Bind = envconf.TrimList(cfg.Bind)
+	cfg.Topics = envconf.TrimList(cfg.Topics)
+	return cfg, errors.Join(err, cfg.Validate())
 }
 
 // lineOverhead bounds the bytes a line adds to its message: timestamp,
@@ -182,12 +129,12 @@ func (c *Config) Validate() error {
 			bad("HTTP_ADDR", "%q: want host:port, e.g. 127.0.0.1:9780", c.HTTPAddr)
 		}
 	}
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(c.LogLevel)); err != nil {
-		bad("LOG_LEVEL", "%q: want debug, info, warn or error", c.LogLevel)
+	levelErr, formatErr := cli.CheckLog(c.LogLevel, c.LogFormat)
+	if levelErr != nil {
+		bad("LOG_LEVEL", "%v", levelErr)
 	}
-	if c.LogFormat != "text" && c.LogFormat != "json" {
-		bad("LOG_FORMAT", "%q: want text or json", c.LogFormat)
+	if formatErr != nil {
+		bad("LOG_FORMAT", "%v", formatErr)
 	}
 	return errors.Join(errs...)
 }
@@ -251,24 +198,12 @@ Usage: aggregator [-check-config | -version | -help]
   -help          print this help and exit
 
 `)
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	envconfig.Usagef(envPrefix, &Config{}, tw, usageFormat)
-	tw.Flush()
+	envconf.PrintTable(w, envPrefix, &Config{})
 	fmt.Fprintf(w, "\nSignals: SIGHUP reopens the log file (for logrotate); SIGTERM and SIGINT stop\nafter writing every message received.\n")
 }
 
-const usageFormat = `Configuration is read from these environment variables:
-
-VARIABLE	TYPE	DEFAULT	MEANING
-{{range .}}{{usage_key .}}	{{usage_type .}}	{{usage_default .}}	{{usage_description .}}
-{{end}}`
-
 // knownVariables lists every variable the daemon reads.
-func knownVariables() []string {
-	var sb strings.Builder
-	envconfig.Usagef(envPrefix, &Config{}, &sb, "{{range .}}{{usage_key .}}\n{{end}}")
-	return strings.Fields(sb.String())
-}
+func knownVariables() []string { return envconf.Keys(envPrefix, &Config{}) }
 
 // LogValue shows the effective configuration in the start-up log line.
 func (c Config) LogValue() slog.Value {

@@ -20,11 +20,11 @@ import (
 // rig runs subscribers against real sockets on loopback and collects what
 // reaches the queue, as the sink would.
 type rig struct {
-	t      *testing.T
-	zctx   *zmq.Context
-	q      *Queue
-	m      *Metrics
-	subs   []*Subscriber
+	t         *testing.T
+	zctx      *zmq.Context
+	q         *Queue
+	m         *Metrics
+	subs      []*Subscriber
 	cancel    context.CancelFunc
 	done      chan error
 	collected chan struct{}

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"aggregator/internal/cli"
+	"aggregator/internal/envconf"
+	"aggregator/internal/ingest"
+)
+
+const envPrefix = "DOWNCASE"
+
+// Config is read from DOWNCASE_* variables; `downcase -help` prints them.
+type Config struct {
+	HTTPAddr      string        `envconfig:"HTTP_ADDR" default:":5000" desc:"host:port the HTTP API listens on (also serves /metrics, /-/healthy, /-/ready)"`
+	PubBind       []string      `envconfig:"PUB_BIND" default:"tcp://*:4444" desc:"comma-separated endpoints the PUB socket binds (subscribers such as aggregator connect here); empty for none"`
+	PubConnect    []string      `envconfig:"PUB_CONNECT" desc:"comma-separated endpoints the PUB socket connects to (an aggregator's AGG_BIND)"`
+	Topic         string        `envconfig:"TOPIC" desc:"if set, each message is sent as two frames: this topic, then the text"`
+	MaxParamBytes int           `envconfig:"MAX_PARAM_BYTES" default:"4096" desc:"longest accepted param, in bytes; longer gets 414"`
+	QueueLength   int           `envconfig:"QUEUE_LENGTH" default:"10000" desc:"messages waiting for the publisher; when full, a message is dropped and counted, and the request still succeeds"`
+	SndHWM        int           `envconfig:"SNDHWM" default:"100000" desc:"ZeroMQ send high-water mark per subscriber, in messages (0 means no limit)"`
+	Linger        time.Duration `envconfig:"LINGER" default:"2s" desc:"on stop, how long queued messages may take to reach subscribers"`
+	LogLevel      string        `envconfig:"LOG_LEVEL" default:"info" desc:"log level on stderr: debug, info, warn or error"`
+	LogFormat     string        `envconfig:"LOG_FORMAT" default:"text" desc:"log format on stderr: text or json"`
+}
+
+func envName(key string) string { return envPrefix + "_" + key }
+
+// loadConfig reads and checks the environment, reporting every bad variable.
+func loadConfig() (Config, error) {
+	var cfg Config
+	err := envconf.Process(envPrefix, &cfg)
+	cfg.PubBind = envconf.TrimList(cfg.PubBind)
+	cfg.PubConnect = envconf.TrimList(cfg.PubConnect)
+	return cfg, errors.Join(err, cfg.Validate())
+}
+
+// Validate names the variable in each problem.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", envName(key), fmt.Sprintf(format, args...)))
+	}
+	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		bad("HTTP_ADDR", "%q: want host:port, e.g. :5000", c.HTTPAddr)
+	}
+	for _, ep := range c.PubBind {
+		if err := ingest.CheckEndpoint(ep, true); err != nil {
+			bad("PUB_BIND", "%v", err)
+		}
+	}
+	for _, ep := range c.PubConnect {
+		if err := ingest.CheckEndpoint(ep, false); err != nil {
+			bad("PUB_CONNECT", "%v", err)
+		}
+	}
+	if len(c.PubBind)+len(c.PubConnect) == 0 {
+		bad("PUB_BIND", "no endpoint to publish on: set DOWNCASE_PUB_BIND or DOWNCASE_PUB_CONNECT")
+	}
+	if c.MaxParamBytes < 1 {
+		bad("MAX_PARAM_BYTES", "%d: must be at least 1", c.MaxParamBytes)
+	}
+	if c.QueueLength < 1 {
+		bad("QUEUE_LENGTH", "%d: must be at least 1", c.QueueLength)
+	}
+	if c.SndHWM < 0 {
+		bad("SNDHWM", "%d: must not be negative", c.SndHWM)
+	}
+	if c.Linger < 0 {
+		bad("LINGER", "%s: must not be negative", c.Linger)
+	}
+	levelErr, formatErr := cli.CheckLog(c.LogLevel, c.LogFormat)
+	if levelErr != nil {
+		bad("LOG_LEVEL", "%v", levelErr)
+	}
+	if formatErr != nil {
+		bad("LOG_FORMAT", "%v", formatErr)
+	}
+	return errors.Join(errs...)
+}
+
+func printUsage(w io.Writer) {
+	fmt.Fprintf(w, `downcase answers GET /downcase/?param=HeLLo with "lower case of HeLLo is hello"
+and publishes the same text on a ZeroMQ PUB socket.
+
+Usage: downcase [-check-config | -version | -help]
+
+  -check-config  check the configuration, then exit 0, or 78 naming every problem
+  -version       print the version and exit
+  -help          print this help and exit
+
+`)
+	envconf.PrintTable(w, envPrefix, &Config{})
+}
+
+func knownVariables() []string { return envconf.Keys(envPrefix, &Config{}) }

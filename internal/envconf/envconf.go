@@ -1,0 +1,89 @@
+// Package envconf reads a configuration struct from environment variables
+// with envconfig, reporting every bad variable at once, and prints the
+// variable table for -help. Both binaries configure themselves through it.
+package envconf
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/kelseyhightower/envconfig"
+)
+
+// Process fills spec from the variables PREFIX_*. envconfig stops at the
+// first value it cannot parse; to report every one, that variable is
+// noted, hidden from the environment, and the rest read again. The
+// environment is restored before Process returns.
+func Process(prefix string, spec any) error {
+	var (
+		errs   []error
+		hidden = map[string]string{}
+	)
+	defer func() {
+		for k, v := range hidden {
+			os.Setenv(k, v)
+		}
+	}()
+	for {
+		err := envconfig.Process(prefix, spec)
+		var pe *envconfig.ParseError
+		if !errors.As(err, &pe) {
+			return errors.Join(append(errs, err)...)
+		}
+		if _, seen := hidden[pe.KeyName]; seen {
+			return errors.Join(append(errs, err)...)
+		}
+		errs = append(errs, fmt.Errorf("%s=%q: not a valid %s", pe.KeyName, pe.Value, typeWord(pe.TypeName)))
+		hidden[pe.KeyName] = pe.Value
+		os.Unsetenv(pe.KeyName)
+	}
+}
+
+func typeWord(goType string) string {
+	switch goType {
+	case "int":
+		return "whole number"
+	case "bool":
+		return "boolean (true or false)"
+	case "time.Duration":
+		return "duration (such as 100ms, 5s or 24h)"
+	}
+	return goType
+}
+
+// TrimList trims spaces around list items and drops empty ones, so that
+// "a, b," means [a b].
+func TrimList(in []string) []string {
+	var out []string
+	for _, s := range in {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+const tableFormat = `Configuration is read from these environment variables:
+
+VARIABLE	TYPE	DEFAULT	MEANING
+{{range .}}{{usage_key .}}	{{usage_type .}}	{{usage_default .}}	{{usage_description .}}
+{{end}}`
+
+// PrintTable writes every variable with its type, default and meaning
+// (the `desc` tag).
+func PrintTable(w io.Writer, prefix string, spec any) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	envconfig.Usagef(prefix, spec, tw, tableFormat)
+	tw.Flush()
+}
+
+// Keys lists the names of every variable spec reads.
+func Keys(prefix string, spec any) []string {
+	var sb strings.Builder
+	envconfig.Usagef(prefix, spec, &sb, "{{range .}}{{usage_key .}}\n{{end}}")
+	return strings.Fields(sb.String())
+}
