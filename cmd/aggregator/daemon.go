@@ -243,7 +243,28 @@ func (d *daemon) Run(ctx context.Context, hup <-chan struct{}) error {
 		cancel()
 	}
 	d.close()
+	d.log.Info("totals",
+		"received", d.total("aggregator_messages_received_total"),
+		"written", d.total("aggregator_lines_written_total"),
+		"dropped", d.total("aggregator_messages_dropped_total"),
+		"truncated", d.total("aggregator_messages_truncated_total"))
 	return errors.Join(errs...)
+}
+
+// total sums every series of a counter family, for the closing log line
+// that lets an operator compare what came in with what went out.
+func (d *daemon) total(name string) float64 {
+	families, _ := d.reg.Gather()
+	sum := 0.0
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			sum += m.GetCounter().GetValue()
+		}
+	}
+	return sum
 }
 
 // startWatchdog pings systemd's watchdog while the writer's loop keeps

@@ -1,0 +1,351 @@
+package main
+
+import (
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"aggregator/internal/zmqtest"
+)
+
+func skipShort(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("runs the daemon under load")
+	}
+}
+
+func TestEndToEndPayloads(t *testing.T) {
+	bound, bindEP := publishers(t)
+	p := startAgg(t, map[string]string{"AGG_CONNECT": bound.Endpoint, "AGG_BIND": bindEP})
+	conn := connectTo(t, bindEP)
+	subscribed(t, bound, conn)
+
+	sends := [][]string{
+		{"lower case of HeLLo is hello"},
+		{"two\nlines\r\n"},
+		{"bin\x00\xff"},
+		{""},
+		{"app.INFO", "multipart message"},
+	}
+	for _, s := range sends {
+		var frames [][]byte
+		for _, f := range s {
+			frames = append(frames, []byte(f))
+		}
+		if err := bound.Send(frames...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := conn.Send([]byte("from a connecting publisher")); err != nil {
+		t.Fatal(err)
+	}
+	p.waitMetric("aggregator_lines_written_total", 6)
+	if code := p.stop(); code != 0 {
+		t.Fatalf("exit status %d", code)
+	}
+	seen, _ := readMessages(t, p.log)
+	for _, want := range []string{
+		"lower case of HeLLo is hello",
+		`two\nlines\r\n`,
+		`bin\x00\xff`,
+		"",
+		"app.INFO\tmultipart message",
+		"from a connecting publisher",
+	} {
+		if seen[want] != 1 {
+			t.Errorf("line %q found %d times; all: %v", want, seen[want], seen)
+		}
+	}
+}
+
+func TestCleanStopUnderLoadLosesNothing(t *testing.T) {
+	skipShort(t)
+	bound, bindEP := publishers(t)
+	p := startAgg(t, map[string]string{"AGG_CONNECT": bound.Endpoint, "AGG_BIND": bindEP})
+	conn := connectTo(t, bindEP)
+	subscribed(t, bound, conn)
+	l1 := startLoad(t, bound, "a", 300_000, 1000, time.Millisecond)
+	l2 := startLoad(t, conn, "b", 300_000, 1000, time.Millisecond)
+	p.waitMetric("aggregator_lines_written_total", 20_000)
+
+	start := time.Now()
+	if code := p.stop(); code != 0 {
+		t.Fatalf("exit status %d", code)
+	}
+	t.Logf("stopped in %s", time.Since(start))
+	l1.wait(t)
+	l2.wait(t)
+
+	received, written, dropped := p.totals()
+	seen, _ := readMessages(t, p.log)
+	lines := 0
+	for msg, c := range seen {
+		if c != 1 {
+			t.Fatalf("%q written %d times", msg, c)
+		}
+		lines++
+	}
+	if received == 0 || received != written || written != lines || dropped != 0 {
+		t.Fatalf("received %d, written %d, lines in file %d, dropped %d", received, written, lines, dropped)
+	}
+}
+
+func TestRotationUnderLoadKeepsEveryMessageOnce(t *testing.T) {
+	skipShort(t)
+	bound, bindEP := publishers(t)
+	p := startAgg(t, map[string]string{
+		"AGG_CONNECT":      bound.Endpoint,
+		"AGG_BIND":         bindEP,
+		"AGG_MAX_SIZE_MB":  "1",
+		"AGG_ROTATE_EVERY": "1s",
+		"AGG_MAX_BACKUPS":  "0",
+		"AGG_COMPRESS":     "true",
+	})
+	conn := connectTo(t, bindEP)
+	subscribed(t, bound, conn)
+	const n = 60_000 // 2 x 60k x ~95 bytes: about 11 size rotations, over ~2s
+	l1 := startLoad(t, bound, "a", n, 500, 8*time.Millisecond)
+	l2 := startLoad(t, conn, "b", n, 500, 8*time.Millisecond)
+	l1.wait(t)
+	l2.wait(t)
+	p.waitMetric("aggregator_lines_written_total", 2*n)
+	size := p.metric(`aggregator_rotations_total{reason="size"}`)
+	byTime := p.metric(`aggregator_rotations_total{reason="time"}`)
+	if size < 5 || byTime < 1 {
+		t.Errorf("rotations: size %v, time %v", size, byTime)
+	}
+	if code := p.stop(); code != 0 {
+		t.Fatalf("exit status %d", code)
+	}
+	seen, files := readMessages(t, p.log)
+	expectAll(t, seen, "a", n)
+	expectAll(t, seen, "b", n)
+	if len(seen) != 2*n {
+		t.Fatalf("%d distinct lines, want %d", len(seen), 2*n)
+	}
+	gz := 0
+	for _, f := range files {
+		if strings.HasSuffix(f, ".gz") {
+			gz++
+		}
+	}
+	if gz == 0 || gz != len(files)-1 {
+		t.Errorf("%d of %d backups compressed: %v", gz, len(files)-1, files)
+	}
+}
+
+func TestReopenOnSIGHUPUnderLoad(t *testing.T) {
+	skipShort(t)
+	bound, _ := publishers(t)
+	p := startAgg(t, map[string]string{"AGG_CONNECT": bound.Endpoint})
+	subscribed(t, bound)
+	const n = 100_000
+	l := startLoad(t, bound, "h", n, 1000, 2*time.Millisecond)
+	p.waitMetric("aggregator_lines_written_total", 20_000)
+	moved := p.log + ".1"
+	if err := os.Rename(p.log, moved); err != nil { // what logrotate does
+		t.Fatal(err)
+	}
+	p.signal(syscall.SIGHUP)
+	l.wait(t)
+	p.waitMetric("aggregator_lines_written_total", n)
+	if got := p.metric("aggregator_reopens_total"); got != 1 {
+		t.Errorf("reopens %v, want 1", got)
+	}
+	if code := p.stop(); code != 0 {
+		t.Fatalf("exit status %d", code)
+	}
+	before, _ := readMessages(t, moved)
+	after, _ := readMessages(t, p.log)
+	if len(before) == 0 || len(after) == 0 {
+		t.Fatalf("moved file has %d lines, new file %d", len(before), len(after))
+	}
+	for k, v := range after {
+		before[k] += v
+	}
+	expectAll(t, before, "h", n)
+}
+
+func TestPublisherRestartIsPickedUp(t *testing.T) {
+	skipShort(t)
+	bound, _ := publishers(t)
+	ep := bound.Endpoint
+	p := startAgg(t, map[string]string{"AGG_CONNECT": ep})
+	subscribed(t, bound)
+	startLoad(t, bound, "first", 100, 0, 0).wait(t)
+	p.waitMetric("aggregator_lines_written_total", 100)
+	bound.Close()
+
+	again := rebind(t, ep)
+	subscribed(t, again)
+	startLoad(t, again, "second", 100, 0, 0).wait(t)
+	p.waitMetric("aggregator_lines_written_total", 200)
+	p.stop()
+	seen, _ := readMessages(t, p.log)
+	expectAll(t, seen, "first", 100)
+	expectAll(t, seen, "second", 100)
+}
+
+func TestBadConfigurationIsReportedWhole(t *testing.T) {
+	httpAddr := freeAddr(t)
+	cmd, stderr, _ := command(t, map[string]string{
+		"AGG_CONNECT":        "udp://127.0.0.1:1,tcp://127.0.0.1:4444",
+		"AGG_MAX_SIZE_MB":    "-1",
+		"AGG_COMPRESS":       "maybe",
+		"AGG_FLUSH_INTERVAL": "fast",
+		"AGG_FORMAT":         "xml",
+		"AGG_HTTP_ADDR":      httpAddr,
+	})
+	err := cmd.Run()
+	if code := exitCode(err); code != 78 {
+		t.Fatalf("exit status %d, want 78; stderr:\n%s", code, stderr)
+	}
+	out := stderr.String()
+	for _, name := range []string{"AGG_CONNECT", "AGG_MAX_SIZE_MB", "AGG_COMPRESS", "AGG_FLUSH_INTERVAL", "AGG_FORMAT"} {
+		if !strings.Contains(out, name) {
+			t.Errorf("stderr does not name %s:\n%s", name, out)
+		}
+	}
+	if n := strings.Count(out, "\n"); n != 5 {
+		t.Errorf("want one line per problem (5), got %d:\n%s", n, out)
+	}
+	if c, err := net.Dial("tcp", httpAddr); err == nil {
+		c.Close()
+		t.Error("HTTP port was bound despite the bad configuration")
+	}
+}
+
+func TestCheckConfig(t *testing.T) {
+	tests := []struct {
+		name string
+		env  map[string]string
+		code int
+		want string
+	}{
+		{"good", map[string]string{"AGG_CONNECT": "tcp://127.0.0.1:4444"}, 0, "configuration OK"},
+		{"missing directory", map[string]string{"AGG_CONNECT": "tcp://127.0.0.1:4444", "AGG_LOG_FILE": "/nonexistent/dir/subscriber.log"}, 78, "AGG_LOG_FILE"},
+		{"no endpoint", map[string]string{}, 78, "no endpoint"},
+		{"bad endpoint", map[string]string{"AGG_BIND": "tcp://127.0.0.1"}, 78, "AGG_BIND"},
+		{"message too big for the file", map[string]string{"AGG_CONNECT": "tcp://127.0.0.1:1", "AGG_MAX_SIZE_MB": "1", "AGG_MAX_MESSAGE_BYTES": "1000000"}, 78, "AGG_MAX_MESSAGE_BYTES"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd, stderr, _ := command(t, tt.env, "-check-config")
+			out, err := cmd.Output()
+			if code := exitCode(err); code != tt.code {
+				t.Fatalf("exit %d, want %d; stderr %s", code, tt.code, stderr)
+			}
+			if all := string(out) + stderr.String(); !strings.Contains(all, tt.want) {
+				t.Fatalf("output %q does not contain %q", all, tt.want)
+			}
+		})
+	}
+}
+
+func TestHelpAndVersion(t *testing.T) {
+	out, err := exec.Command(aggBin, "-help").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range knownVariables() {
+		if !strings.Contains(string(out), v) {
+			t.Errorf("-help does not list %s", v)
+		}
+	}
+	out, err = exec.Command(aggBin, "-version").Output()
+	if err != nil || !strings.HasPrefix(string(out), "aggregator ") {
+		t.Fatalf("-version: %q, %v", out, err)
+	}
+	if code := exitCode(exec.Command(aggBin, "-bogus").Run()); code != 2 {
+		t.Errorf("unknown flag: exit %d, want 2", code)
+	}
+}
+
+func TestReadyHealthyAndMetricsLint(t *testing.T) {
+	bound, _ := publishers(t)
+	p := startAgg(t, map[string]string{"AGG_CONNECT": bound.Endpoint})
+	for _, path := range []string{"/-/healthy", "/-/ready"} {
+		resp, err := http.Get("http://" + p.http + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("%s: %d", path, resp.StatusCode)
+		}
+	}
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Skip("promtool not installed (scripts/install-deps --test installs it)")
+	}
+	resp, err := http.Get("http://" + p.http + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	lint := exec.Command(promtool, "check", "metrics")
+	lint.Stdin = resp.Body
+	if out, err := lint.CombinedOutput(); err != nil || len(strings.TrimSpace(string(out))) > 0 {
+		t.Fatalf("promtool check metrics: %v\n%s", err, out)
+	}
+}
+
+func TestSystemdNotify(t *testing.T) {
+	sockPath := filepath.Join(t.TempDir(), "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sockPath, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	bound, _ := publishers(t)
+	p := startAgg(t, map[string]string{"AGG_CONNECT": bound.Endpoint, "NOTIFY_SOCKET": sockPath})
+	read := func() string {
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 512)
+		n, err := conn.Read(buf)
+		if err != nil {
+			t.Fatalf("no notification: %v", err)
+		}
+		return string(buf[:n])
+	}
+	if got := read(); got != "READY=1" {
+		t.Fatalf("first notification %q, want READY=1", got)
+	}
+	p.signal(syscall.SIGTERM)
+	if got := read(); got != "STOPPING=1" {
+		t.Fatalf("notification at stop %q, want STOPPING=1", got)
+	}
+}
+
+func rebind(t *testing.T, ep string) *zmqtest.Publisher {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		p, err := zmqtest.BindAt(ep)
+		if err == nil {
+			t.Cleanup(func() { p.Close() })
+			return p
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func exitCode(err error) int {
+	if err == nil {
+		return 0
+	}
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	return -1
+}
