@@ -1,0 +1,132 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestWithAggregator is the README demo as a test: both real binaries,
+// real HTTP requests, and every answer found as a line in subscriber.log.
+func TestWithAggregator(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs both binaries")
+	}
+	bin := t.TempDir()
+	for _, name := range []string{"downcase", "aggregator"} {
+		out, err := exec.Command("go", "build", "-o", filepath.Join(bin, name), "../"+name).CombinedOutput()
+		if err != nil {
+			t.Fatalf("build %s: %v\n%s", name, err, out)
+		}
+	}
+	work := t.TempDir()
+	pubEP := freeTCP(t)
+	dcAddr := freeTCP(t)
+	aggHTTP := freeTCP(t)
+
+	start := func(name string, env ...string) *exec.Cmd {
+		cmd := exec.Command(filepath.Join(bin, name))
+		cmd.Dir = work
+		cmd.Env = append(os.Environ(), env...)
+		var logs strings.Builder
+		cmd.Stderr = &logs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			cmd.Process.Signal(syscall.SIGTERM)
+			cmd.Wait()
+			if t.Failed() {
+				t.Logf("%s stderr:\n%s", name, logs.String())
+			}
+		})
+		return cmd
+	}
+	start("downcase", "DOWNCASE_HTTP_ADDR="+dcAddr, "DOWNCASE_PUB_BIND=tcp://"+pubEP)
+	agg := start("aggregator", "AGG_CONNECT=tcp://"+pubEP, "AGG_HTTP_ADDR="+aggHTTP)
+	logFile := filepath.Join(work, "subscriber.log") // the default name, in the working directory
+
+	// PUB/SUB's slow joiner: what is published before the subscription
+	// arrives is lost, so probe until a line shows up.
+	deadline := time.Now().Add(15 * time.Second)
+	for !fileHas(logFile, "lower case of PROBE is probe") {
+		if time.Now().After(deadline) {
+			t.Fatal("no probe line reached subscriber.log")
+		}
+		http.Get("http://" + dcAddr + "/downcase/?param=PROBE")
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	const clients, each = 8, 250
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	for c := range clients {
+		wg.Go(func() {
+			for i := range each {
+				resp, err := http.Get(fmt.Sprintf("http://%s/downcase/?param=%s", dcAddr, url.QueryEscape(fmt.Sprintf("Client%d-Req%d", c, i))))
+				if err != nil {
+					errs <- err
+					return
+				}
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					errs <- fmt.Errorf("status %d", resp.StatusCode)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	agg.Process.Signal(syscall.SIGTERM) // a clean stop writes everything received
+	agg.Wait()
+
+	data, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := map[string]int{}
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		_, msg, ok := strings.Cut(line, " ")
+		if !ok {
+			t.Fatalf("malformed line %q", line)
+		}
+		counts[msg]++
+	}
+	for c := range clients {
+		for i := range each {
+			in := fmt.Sprintf("Client%d-Req%d", c, i)
+			want := "lower case of " + in + " is " + strings.ToLower(in)
+			if counts[want] != 1 {
+				t.Fatalf("%q found %d times in subscriber.log", want, counts[want])
+			}
+		}
+	}
+}
+
+func freeTCP(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func fileHas(path, s string) bool {
+	data, err := os.ReadFile(path)
+	return err == nil && strings.Contains(string(data), s)
+}
