@@ -1,16 +1,21 @@
-# Build and test targets. The binaries need cgo and libzmq (see
-# scripts/install-deps).
+# Build, test and install. The binaries need cgo and libzmq
+# (scripts/install-deps installs them on Debian).
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 PREFIX  ?= /usr/local
 DESTDIR ?=
+BINDIR  ?= $(PREFIX)/bin
+DOCDIR  ?= $(PREFIX)/share/doc/aggregator
+UNITDIR ?= /etc/systemd/system
+SYSUSERSDIR ?= /usr/lib/sysusers.d
+CONFDIR ?= /etc/aggregator
 GO      ?= go
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: build test race lint smoke clean
+.PHONY: build test race lint smoke bench bench-smoke install uninstall clean
 
 build:
-	$(GO) build -ldflags "$(LDFLAGS)" -o bin/aggregator ./cmd/aggregator
-	$(GO) build -ldflags "$(LDFLAGS)" -o bin/downcase ./cmd/downcase
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/aggregator ./cmd/aggregator
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/downcase ./cmd/downcase
 
 test:
 	./scripts/test
@@ -22,8 +27,41 @@ smoke:
 	$(GO) test -short ./...
 
 lint:
-	gofmt -l . | (! grep .)
+	@test -z "$$(gofmt -l .)" || { gofmt -l .; exit 1; }
 	$(GO) vet ./...
+
+bench: build
+	$(GO) run ./bench $(BENCHFLAGS)
+
+# Installs binaries, units, the sysusers entry, example configuration (never
+# overwriting an existing one) and docs. With DESTDIR empty it also creates
+# the system user and reloads systemd when they are there.
+install: build
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(CONFDIR) $(DESTDIR)$(DOCDIR)
+	install -m 0755 bin/aggregator bin/downcase $(DESTDIR)$(BINDIR)/
+	for u in aggregator downcase; do \
+		sed 's#/usr/local/bin/#$(BINDIR)/#g' systemd/$$u.service > $(DESTDIR)$(UNITDIR)/$$u.service; \
+		chmod 0644 $(DESTDIR)$(UNITDIR)/$$u.service; \
+	done
+	install -m 0644 systemd/aggregator.sysusers $(DESTDIR)$(SYSUSERSDIR)/aggregator.conf
+	for c in aggregator downcase; do \
+		test -e $(DESTDIR)$(CONFDIR)/$$c.env || install -m 0644 configs/$$c.env $(DESTDIR)$(CONFDIR)/$$c.env; \
+	done
+	install -m 0644 README.md configs/prometheus.yml systemd/aggregator.logrotate $(DESTDIR)$(DOCDIR)/
+	@if [ -z "$(DESTDIR)" ]; then \
+		if command -v systemd-sysusers >/dev/null; then systemd-sysusers $(SYSUSERSDIR)/aggregator.conf; \
+		elif ! id aggregator >/dev/null 2>&1; then useradd --system --no-create-home --shell /usr/sbin/nologin aggregator; fi; \
+		if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi; \
+	fi
+
+# Removes what install put in place except the configuration and the logs.
+uninstall:
+	-@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl disable --now aggregator.service downcase.service; fi
+	rm -f $(DESTDIR)$(BINDIR)/aggregator $(DESTDIR)$(BINDIR)/downcase
+	rm -f $(DESTDIR)$(UNITDIR)/aggregator.service $(DESTDIR)$(UNITDIR)/downcase.service
+	rm -f $(DESTDIR)$(SYSUSERSDIR)/aggregator.conf
+	rm -rf $(DESTDIR)$(DOCDIR)
+	-@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 
 clean:
 	rm -rf bin

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"net"
 	"net/http"
 	"os"
@@ -283,7 +284,7 @@ func TestReadyHealthyAndMetricsLint(t *testing.T) {
 	}
 	promtool, err := exec.LookPath("promtool")
 	if err != nil {
-		t.Skip("promtool not installed (scripts/install-deps --test installs it)")
+		t.Fatal("promtool is missing: run scripts/install-deps --test (Debian package prometheus)")
 	}
 	resp, err := http.Get("http://" + p.http + "/metrics")
 	if err != nil {
@@ -348,4 +349,73 @@ func exitCode(err error) int {
 		return ee.ExitCode()
 	}
 	return -1
+}
+
+// TestPrometheusScrapes runs a real Prometheus server with the shipped
+// scrape configuration (pointed at this test's port) and asks its API for
+// the received-messages series.
+func TestPrometheusScrapes(t *testing.T) {
+	skipShort(t)
+	prom, err := exec.LookPath("prometheus")
+	if err != nil {
+		t.Fatal("prometheus is missing: run scripts/install-deps --test (Debian package prometheus)")
+	}
+	bound, _ := publishers(t)
+	p := startAgg(t, map[string]string{"AGG_CONNECT": bound.Endpoint})
+	subscribed(t, bound)
+	startLoad(t, bound, "prom", 10, 0, 0).wait(t)
+
+	shipped, err := os.ReadFile("../../configs/prometheus.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := strings.ReplaceAll(string(shipped), "127.0.0.1:9780", p.http)
+	conf = strings.ReplaceAll(conf, "scrape_interval: 15s", "scrape_interval: 1s")
+	dir := t.TempDir()
+	confPath := filepath.Join(dir, "prometheus.yml")
+	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	web := freeAddr(t)
+	cmd := exec.Command(prom, "--config.file="+confPath, "--storage.tsdb.path="+filepath.Join(dir, "data"),
+		"--web.listen-address="+web, "--log.level=warn")
+	var logs syncBuffer
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("prometheus:\n%s", logs.String())
+		}
+	}()
+	query := "http://" + web + "/api/v1/query?query=aggregator_messages_received_total"
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(query)
+		if err == nil {
+			var body struct {
+				Status string
+				Data   struct {
+					Result []struct {
+						Metric map[string]string
+						Value  []any
+					}
+				}
+			}
+			json.NewDecoder(resp.Body).Decode(&body)
+			resp.Body.Close()
+			for _, r := range body.Data.Result {
+				if r.Metric["job"] == "aggregator" && len(r.Value) == 2 && r.Value[1] == "10" {
+					return
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Prometheus has no aggregator_messages_received_total = 10 after 30s")
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
 }

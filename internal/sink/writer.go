@@ -148,7 +148,9 @@ func (w *Writer) Run(q *ingest.Queue, reopen <-chan struct{}) error {
 		stopComp = make(chan struct{})
 		go w.comp.run(compCtx, stopComp)
 	}
-	tick := time.NewTicker(w.opt.FlushInterval)
+	// The tick flushes, checks the time rotation and shows the loop is
+	// alive (the watchdog): at least once a second whatever FlushInterval.
+	tick := time.NewTicker(min(w.opt.FlushInterval, time.Second))
 	defer tick.Stop()
 	for {
 		select {

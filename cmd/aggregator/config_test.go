@@ -1,0 +1,77 @@
+package main
+
+import (
+	"maps"
+	"slices"
+	"strings"
+	"testing"
+
+	"aggregator/internal/envconf"
+)
+
+// TestShippedConfigMatchesBinary: configs/aggregator.env names every
+// variable the daemon reads, no other, each with the real default.
+func TestShippedConfigMatchesBinary(t *testing.T) {
+	shipped, err := envconf.ReadFile("../../configs/aggregator.env")
+	if err != nil {
+		t.Fatal(err)
+	}
+	known := knownVariables()
+	if got, want := slices.Sorted(maps.Keys(shipped)), slices.Sorted(slices.Values(known)); !slices.Equal(got, want) {
+		t.Fatalf("configs/aggregator.env names %v\nthe binary reads     %v", got, want)
+	}
+	defaults := envconf.Defaults(envPrefix, &Config{})
+	for k, v := range shipped {
+		if defaults[k] != v {
+			t.Errorf("%s: file says %q, default is %q", k, v, defaults[k])
+		}
+	}
+}
+
+// TestShippedConfigLoads loads the example file as systemd would (its
+// values as the environment) and checks it is valid.
+func TestShippedConfigLoads(t *testing.T) {
+	shipped, err := envconf.ReadFile("../../configs/aggregator.env")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range shipped {
+		t.Setenv(k, v)
+	}
+	cfg, err := loadConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.LogFile != "subscriber.log" || len(cfg.Connect) != 1 || cfg.Connect[0] != "tcp://127.0.0.1:4444" || cfg.HTTPAddr != "127.0.0.1:9780" {
+		t.Fatalf("defaults: %+v", cfg)
+	}
+}
+
+func TestValidateNamesEveryProblem(t *testing.T) {
+	cfg := Config{
+		Connect: []string{"tcp://*:1"}, Bind: []string{"udp://x:1"}, LogFile: "", Format: "xml", TimeZone: "Mars/Olympus",
+		MaxSizeMB: 0, MaxBackups: -1, MaxAgeDays: -1, RotateEvery: 1, FlushInterval: 0, RcvHWM: -1,
+		MaxMessageBytes: 0, QueueBatches: 0, HTTPAddr: "9780", LogLevel: "loud", LogFormat: "xml",
+	}
+	err := cfg.Validate()
+	if err == nil {
+		t.Fatal("want errors")
+	}
+	for _, v := range knownVariables() {
+		if v == "AGG_TOPICS" || v == "AGG_COMPRESS" {
+			continue // any list of prefixes, and any parsed boolean, is valid
+		}
+		if !containsLine(err.Error(), v+":") {
+			t.Errorf("no problem reported for %s:\n%v", v, err)
+		}
+	}
+}
+
+func containsLine(s, prefix string) bool {
+	for _, line := range strings.Split(s, "\n") {
+		if strings.HasPrefix(line, prefix) {
+			return true
+		}
+	}
+	return false
+}
