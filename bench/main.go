@@ -1,0 +1,221 @@
+// Command bench is aggregator's benchmark. It builds the binaries, runs a
+// load generator (P publishers, N messages of S bytes, each carrying its
+// publisher, sequence number and send time), and measures aggregator
+// against a bare reference subscriber in the same run:
+//
+//   - peak throughput (no rotation), CPU and peak RSS, medians of -runs;
+//   - sustained throughput with rotation and compression, until the last
+//     backup is compressed;
+//   - latency from send to line-in-file at a fixed rate;
+//   - downcase requests per second under wrk, with every published
+//     message counted by a subscriber.
+//
+// A verifier reads the live file and every backup (.gz included) and
+// reports missing, duplicated and out-of-order messages. Run it with
+// `make bench` or `go run ./bench`; `-smoke` is the tiny run CI does.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+type config struct {
+	runs       int
+	size       int
+	ns, ps     []int
+	rotateN    int
+	rotateMB   int
+	latRate    int
+	latDur     time.Duration
+	wrkDur     time.Duration
+	wrkThreads int
+	wrkConns   int
+	skipDC     bool
+	only       string
+}
+
+func main() {
+	var c config
+	var ns, ps string
+	smoke := flag.Bool("smoke", false, "a tiny run of every part (what CI runs)")
+	flag.IntVar(&c.runs, "runs", 3, "runs per peak-throughput case; the median is reported")
+	flag.IntVar(&c.size, "size", 100, "message size in bytes")
+	flag.StringVar(&ns, "n", "200000,2000000", "message counts for peak throughput")
+	flag.StringVar(&ps, "p", "1,4", "publisher counts for peak throughput")
+	flag.IntVar(&c.rotateN, "rotate-n", 3_000_000, "messages for the rotation run (0 skips it)")
+	flag.IntVar(&c.rotateMB, "rotate-mb", 20, "rotation size in the rotation run")
+	flag.IntVar(&c.latRate, "lat-rate", 10_000, "messages a second in the latency run (0 skips it)")
+	flag.DurationVar(&c.latDur, "lat-dur", 5*time.Second, "length of the latency run")
+	flag.DurationVar(&c.wrkDur, "wrk-dur", 5*time.Second, "length of the downcase run")
+	flag.IntVar(&c.wrkThreads, "wrk-threads", 2, "wrk threads")
+	flag.IntVar(&c.wrkConns, "wrk-conns", 64, "wrk connections")
+	flag.BoolVar(&c.skipDC, "skip-downcase", false, "skip the downcase run")
+	flag.StringVar(&c.only, "only", "", "run only one part: peak, rotate, latency or downcase")
+	flag.Parse()
+	if *smoke {
+		c = smokeConfig()
+	} else {
+		c.ns, c.ps = ints(ns), ints(ps)
+	}
+	if err := run(c, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func smokeConfig() config {
+	return config{runs: 1, size: 100, ns: []int{5000}, ps: []int{1, 2}, rotateN: 30000, rotateMB: 1,
+		latRate: 2000, latDur: 500 * time.Millisecond, wrkDur: time.Second, wrkThreads: 1, wrkConns: 4}
+}
+
+func ints(s string) []int {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		if v, err := strconv.Atoi(strings.TrimSpace(f)); err == nil {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// run executes the benchmark and prints one table. It returns an error when
+// any run lost, duplicated or garbled a message.
+func run(c config, out io.Writer) error {
+	if c.size < headerLen {
+		return fmt.Errorf("message size must be at least %d", headerLen)
+	}
+	dir, err := os.MkdirTemp("", "bench-bin")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	bins, err := build(dir)
+	if err != nil {
+		return err
+	}
+	host, _ := os.Hostname()
+	fmt.Fprintf(out, "aggregator benchmark  %s  %s  %d CPUs  %s  %d-byte messages\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), host, runtime.NumCPU(), cpuModel(), c.size)
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "case\tdaemon msg/s\treference msg/s\tratio\tdaemon CPU s\tCPU µs/msg\tpeak RSS MiB\tmissing\tdup\tout of order\t")
+	var failures []string
+	check := func(name string, t tally) {
+		if !t.ok() {
+			failures = append(failures, fmt.Sprintf("%s: %s", name, t))
+		}
+	}
+
+	if c.only == "" || c.only == "peak" {
+		for _, n := range c.ns {
+			for _, p := range c.ps {
+				name := fmt.Sprintf("peak N=%s P=%d", short(n), p)
+				var ds, rs []sample
+				for range c.runs {
+					// Alternate daemon and reference so drift hits both alike.
+					r, err := runReference(bins, p, n, c.size)
+					if err != nil {
+						return fmt.Errorf("%s reference: %w", name, err)
+					}
+					check(name+" reference", r.t)
+					rs = append(rs, r)
+					d, err := runDaemonPeak(bins, p, n, c.size)
+					if err != nil {
+						return fmt.Errorf("%s daemon: %w", name, err)
+					}
+					check(name, d.t)
+					ds = append(ds, d)
+				}
+				d, r := median(ds), median(rs)
+				fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.2f\t%.2f\t%.2f\t%.1f\t%d\t%d\t%d\t\n", name,
+					d.rate(n), r.rate(n), d.rate(n)/r.rate(n), d.cpu, d.cpu/float64(n)*1e6,
+					float64(d.rss)/(1<<20), d.t.missing, d.t.duplicated, d.t.outOfOrder)
+			}
+		}
+	}
+	if (c.only == "" || c.only == "rotate") && c.rotateN > 0 {
+		p := 1
+		name := fmt.Sprintf("rotate %dMB+gzip N=%s", c.rotateMB, short(c.rotateN))
+		r, err := runReference(bins, p, c.rotateN, c.size)
+		if err != nil {
+			return fmt.Errorf("%s reference: %w", name, err)
+		}
+		d, rotations, err := runDaemonRotating(bins, p, c.rotateN, c.size, c.rotateMB)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		check(name, d.t)
+		fmt.Fprintf(tw, "%s (%d files)\t%.0f\t%.0f\t%.2f\t%.2f\t%.2f\t%.1f\t%d\t%d\t%d\t\n", name, rotations+1,
+			d.rate(c.rotateN), r.rate(c.rotateN), d.rate(c.rotateN)/r.rate(c.rotateN), d.cpu, d.cpu/float64(c.rotateN)*1e6,
+			float64(d.rss)/(1<<20), d.t.missing, d.t.duplicated, d.t.outOfOrder)
+	}
+	tw.Flush()
+
+	if (c.only == "" || c.only == "latency") && c.latRate > 0 {
+		lat, t, err := runLatency(bins, c.latRate, c.latDur, c.size)
+		if err != nil {
+			return fmt.Errorf("latency: %w", err)
+		}
+		check("latency", t)
+		fmt.Fprintf(out, "\nlatency at %d msg/s for %s (send to line in file, %d messages): p50 %s  p90 %s  p99 %s  max %s  (missing %d, dup %d)\n",
+			c.latRate, c.latDur, len(lat), us(percentile(lat, 0.5)), us(percentile(lat, 0.9)),
+			us(percentile(lat, 0.99)), us(percentile(lat, 1)), t.missing, t.duplicated)
+	}
+	if (c.only == "" || c.only == "downcase") && !c.skipDC {
+		r, err := runDowncase(bins, c.wrkThreads, c.wrkConns, c.wrkDur)
+		if err != nil {
+			return fmt.Errorf("downcase: %w", err)
+		}
+		fmt.Fprintf(out, "\ndowncase under wrk -t%d -c%d -d%s: %.0f req/s, p99 %s, %d requests, %d published, %d counted by a subscriber, %d non-2xx\n",
+			c.wrkThreads, c.wrkConns, c.wrkDur, r.rps, us(r.p99), r.requests, r.published, r.counted, r.non2xx)
+		if r.published != r.requests || r.counted != r.published || r.non2xx != 0 {
+			failures = append(failures, "downcase: not every request was published and counted")
+		}
+	}
+	if len(failures) > 0 {
+		return fmt.Errorf("messages lost or garbled:\n%s", strings.Join(failures, "\n"))
+	}
+	return nil
+}
+
+// median picks the run with the median elapsed time.
+func median(s []sample) sample {
+	s = slices.Clone(s)
+	slices.SortFunc(s, func(a, b sample) int { return int(a.elapsed - b.elapsed) })
+	return s[len(s)/2]
+}
+
+func short(n int) string {
+	switch {
+	case n >= 1_000_000 && n%1_000_000 == 0:
+		return fmt.Sprintf("%dM", n/1_000_000)
+	case n >= 1000 && n%1000 == 0:
+		return fmt.Sprintf("%dk", n/1000)
+	}
+	return strconv.Itoa(n)
+}
+
+func us(d time.Duration) string {
+	return fmt.Sprintf("%.2fms", float64(d)/float64(time.Millisecond))
+}
+
+func cpuModel() string {
+	data, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "model name"); ok {
+			return strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+		}
+	}
+	return ""
+}
