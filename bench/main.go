@@ -59,6 +59,7 @@ func main() {
 	flag.IntVar(&c.wrkThreads, "wrk-threads", 2, "wrk threads")
 	flag.IntVar(&c.wrkConns, "wrk-conns", 64, "wrk connections")
 	flag.BoolVar(&c.skipDC, "skip-downcase", false, "skip the downcase run")
+	flag.StringVar(&cpuProfile, "cpuprofile", "", "save a 1 s CPU profile of the daemon during each peak run to this file")
 	flag.StringVar(&c.only, "only", "", "run only one part: peak, rotate, latency or downcase")
 	flag.Parse()
 	if *smoke {

@@ -60,6 +60,7 @@ func runDaemonPeak(bins binaries, p, n, size int) (sample, error) {
 	}
 	pid := d.cmd.Process.Pid
 	cpu0, _ := cpuSeconds(pid)
+	profiled := profileDaemon(d)
 	start := time.Now()
 	if err := pubs.sendAll(n, size); err != nil {
 		return sample{}, err
@@ -75,11 +76,52 @@ func runDaemonPeak(bins binaries, p, n, size int) (sample, error) {
 	cpu1, _ := cpuSeconds(pid)
 	s.cpu = cpu1 - cpu0
 	s.rss, _ = peakRSS(pid)
+	if os.Getenv("BENCH_DEBUG") != "" {
+		data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		for _, l := range strings.Split(string(data), "\n") {
+			if strings.HasPrefix(l, "Rss") || strings.HasPrefix(l, "VmHWM") || strings.HasPrefix(l, "Threads") {
+				fmt.Fprintln(os.Stderr, l)
+			}
+		}
+		for _, m := range []string{"go_memstats_heap_sys_bytes", "go_memstats_heap_inuse_bytes", "go_memstats_sys_bytes", "go_memstats_stack_sys_bytes", "go_gc_duration_seconds_count"} {
+			fmt.Fprintln(os.Stderr, m, d.metric(m))
+		}
+	}
+	<-profiled
 	if err := d.stop(); err != nil {
 		return s, err
 	}
 	s.t, err = verifyLog(d.log, p, n)
 	return s, err
+}
+
+// cpuProfile, when set by -cpuprofile, is where the daemon's CPU profile
+// of a peak run is saved (the last run wins).
+var cpuProfile string
+
+// profileDaemon fetches a 1-second CPU profile from the daemon's
+// /debug/pprof, if asked; the channel closes when it is saved.
+func profileDaemon(d *daemon) <-chan struct{} {
+	done := make(chan struct{})
+	if cpuProfile == "" {
+		close(done)
+		return done
+	}
+	go func() {
+		defer close(done)
+		resp, err := http.Get("http://" + d.http + "/debug/pprof/profile?seconds=1")
+		if err != nil {
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		io.Copy(f, resp.Body)
+	}()
+	return done
 }
 
 // runReference does the same with the bare reference subscriber.

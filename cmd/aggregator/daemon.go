@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync/atomic"
 	"time"
 
@@ -153,6 +154,13 @@ func (d *daemon) routes() http.Handler {
 		Registry:          d.reg,
 		EnableOpenMetrics: true,
 	}))
+	// Profiles, as Prometheus itself serves them: the HTTP address is
+	// loopback by default, and "where does the time go" is an operator's
+	// question as much as a developer's.
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("GET /-/healthy", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "aggregator is healthy")
 	})
