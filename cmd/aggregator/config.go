@@ -40,7 +40,7 @@ type Config struct {
 
 	RcvHWM          int `envconfig:"RCVHWM" default:"10000" desc:"ZeroMQ receive high-water mark per socket, in messages (0 means no limit): what waits in libzmq when the writer falls behind"`
 	MaxMessageBytes int `envconfig:"MAX_MESSAGE_BYTES" default:"65536" desc:"longest message kept, all frames together; a longer one is truncated to it and counted in aggregator_messages_truncated_total"`
-	QueueBatches    int `envconfig:"QUEUE_BATCHES" default:"32" desc:"batches (up to 256 messages or 64 KiB each) queued between receiving and writing"`
+	QueueBatches    int `envconfig:"QUEUE_BATCHES" default:"16" desc:"batches (up to 256 messages or 32 KiB each) queued between receiving and writing"`
 
 	HTTPAddr  string `envconfig:"HTTP_ADDR" default:"127.0.0.1:9780" desc:"host:port of the HTTP server for /metrics, /-/healthy and /-/ready"`
 	LogLevel  string `envconfig:"LOG_LEVEL" default:"info" desc:"daemon log level on stderr: debug, info, warn or error"`

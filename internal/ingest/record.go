@@ -44,27 +44,34 @@ type Batch struct {
 	// Bytes is the payload size of all records.
 	Bytes int
 
-	frames [][]byte // backing array for the records' Frames
+	buf       []byte   // the packed messages the records' frames point into
+	frames    [][]byte // backing array for the records' Frames
+	truncated int      // records cut to the maximum message size
+	closed    bool     // buf has no room for another message
 }
 
-// Batch limits: a batch is handed on when it holds this many records or
-// bytes, whichever comes first. Together with the queue length they bound
-// the memory between ingest and sink.
+// Batch limits: a batch is handed on when it holds maxBatchRecords records
+// or its buffer (batchBufBytes plus room for one message of the maximum
+// size) cannot take another message. Together with the queue length they
+// bound the memory between ingest and sink.
 const (
 	maxBatchRecords = 256
-	maxBatchBytes   = 64 << 10
+	batchBufBytes   = 32 << 10
 )
 
 func (b *Batch) full() bool {
-	return len(b.Records) >= maxBatchRecords || b.Bytes >= maxBatchBytes
+	return len(b.Records) >= maxBatchRecords || b.closed
 }
 
 func (b *Batch) reset() {
-	clear(b.Records) // drop references to payloads so the GC can take them
+	clear(b.Records) // drop references so a batch holds nothing of the past
 	clear(b.frames)
 	b.Records = b.Records[:0]
 	b.frames = b.frames[:0]
+	b.buf = b.buf[:0]
 	b.Bytes = 0
+	b.truncated = 0
+	b.closed = false
 }
 
 // Queue is the fixed-size hand-off between the subscribers and the sink.

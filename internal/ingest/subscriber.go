@@ -25,8 +25,8 @@ type Options struct {
 	// MaxMessageBytes is the most payload a record keeps; a longer message
 	// is truncated to it and counted.
 	MaxMessageBytes int
-	// WantPeer asks libzmq for each message's peer address (costs a
-	// metadata lookup per message, so only when the output shows it).
+	// WantPeer asks libzmq for each message's peer address (a metadata
+	// lookup per message, so only when the output shows it).
 	WantPeer bool
 }
 
@@ -60,6 +60,7 @@ type Subscriber struct {
 	sock   *zmq.Socket
 	mon    *zmq.Socket
 	poller *zmq.Poller
+	recv   *receiver
 	q      *Queue
 	m      endpointMetrics
 	log    *slog.Logger
@@ -98,6 +99,7 @@ func NewSubscriber(zctx *zmq.Context, opt Options, q *Queue, m *Metrics, log *sl
 		verb := map[bool]string{true: "bind", false: "connect"}[opt.Bind]
 		return nil, fmt.Errorf("%s %s: %w", verb, opt.Endpoint, err)
 	}
+	s.recv = newReceiver(s.sock, opt.MaxMessageBytes, opt.WantPeer)
 	s.poller = zmq.NewPoller()
 	s.poller.Add(s.sock, zmq.POLLIN)
 	s.poller.Add(s.mon, zmq.POLLIN)
@@ -164,22 +166,16 @@ func (s *Subscriber) Run(ctx context.Context, abort <-chan struct{}) error {
 	defer s.Close()
 	b := s.q.Get(s.opt.Endpoint)
 	for ctx.Err() == nil {
-		err := s.recvInto(b, zmq.DONTWAIT)
-		switch {
-		case err == nil:
-			if !b.full() {
-				continue
-			}
-		case isErrno(err, syscall.EAGAIN):
+		switch errno := s.recv.fill(b); errno {
+		case 0: // b is full
+		case syscall.EAGAIN:
 			if len(b.Records) == 0 {
 				s.wait()
 				continue
 			}
-		case isErrno(err, syscall.EINTR):
-			continue
 		default:
 			s.deliver(b, abort)
-			return fmt.Errorf("receive on %s: %w", s.opt.Endpoint, err)
+			return fmt.Errorf("receive on %s: %w", s.opt.Endpoint, errno)
 		}
 		if !s.deliver(b, abort) {
 			return nil
@@ -190,15 +186,15 @@ func (s *Subscriber) Run(ctx context.Context, abort <-chan struct{}) error {
 	s.ready.Store(false)
 	deadline := time.Now().Add(stopDrain)
 	for time.Now().Before(deadline) {
-		err := s.recvInto(b, zmq.DONTWAIT)
-		if err != nil && !isErrno(err, syscall.EINTR) {
-			break
-		}
+		errno := s.recv.fill(b)
 		if b.full() {
 			if !s.deliver(b, abort) {
 				return nil
 			}
 			b = s.q.Get(s.opt.Endpoint)
+		}
+		if errno != 0 {
+			break
 		}
 	}
 	s.deliver(b, abort)
@@ -219,64 +215,6 @@ func (s *Subscriber) wait() {
 	}
 }
 
-// recvInto receives one whole message into b. The first frame decides
-// whether anything is there (flags may carry DONTWAIT); the other frames of
-// a multipart message have arrived with it.
-func (s *Subscriber) recvInto(b *Batch, flags zmq.Flag) error {
-	var (
-		first []byte
-		peer  string
-		err   error
-	)
-	if s.opt.WantPeer {
-		var md map[string]string
-		first, md, err = s.sock.RecvBytesWithMetadata(flags, "Peer-Address")
-		peer = md["Peer-Address"]
-	} else {
-		first, err = s.sock.RecvBytes(flags)
-	}
-	if err != nil {
-		return err
-	}
-	rec := Record{Time: time.Now().UnixNano(), Peer: peer}
-	start := len(b.frames)
-	budget := s.opt.MaxMessageBytes
-	b.frames, budget, rec.Truncated = appendFrame(b.frames, first, budget)
-	for {
-		more, err := s.sock.GetRcvmore()
-		if err != nil || !more {
-			break
-		}
-		f, err := s.sock.RecvBytes(0)
-		if err != nil {
-			break
-		}
-		var cut bool
-		b.frames, budget, cut = appendFrame(b.frames, f, budget)
-		rec.Truncated = rec.Truncated || cut
-	}
-	rec.Frames = b.frames[start:len(b.frames):len(b.frames)]
-	b.Bytes += s.opt.MaxMessageBytes - budget
-	b.Records = append(b.Records, rec)
-	if rec.Truncated {
-		s.m.truncated.Inc()
-	}
-	return nil
-}
-
-// appendFrame adds f within budget. A frame past the budget is cut (copied,
-// so the large original can be freed); frames after the budget is spent
-// are left out.
-func appendFrame(frames [][]byte, f []byte, budget int) ([][]byte, int, bool) {
-	if len(f) <= budget {
-		return append(frames, f), budget - len(f), false
-	}
-	if budget > 0 {
-		frames = append(frames, append([]byte(nil), f[:budget]...))
-	}
-	return frames, 0, true
-}
-
 // deliver counts b and hands it to the sink. It reports false when the sink
 // has failed; b's records are then counted as dropped.
 func (s *Subscriber) deliver(b *Batch, abort <-chan struct{}) bool {
@@ -287,6 +225,9 @@ func (s *Subscriber) deliver(b *Batch, abort <-chan struct{}) bool {
 	}
 	s.m.received.Add(float64(n))
 	s.m.bytes.Add(float64(b.Bytes))
+	if b.truncated > 0 {
+		s.m.truncated.Add(float64(b.truncated))
+	}
 	s.m.last.Set(float64(b.Records[n-1].Time) / 1e9)
 	if s.q.Send(b, abort) {
 		return true
@@ -357,8 +298,4 @@ func (s *Subscriber) Close() {
 		s.mon.Close()
 		s.mon = nil
 	}
-}
-
-func isErrno(err error, n syscall.Errno) bool {
-	return zmq.AsErrno(err) == zmq.Errno(n)
 }

@@ -75,8 +75,12 @@ func (r *rig) start() {
 			r.q.Taken(b)
 			r.mu.Lock()
 			for _, rec := range b.Records {
-				// Keep copies: the batch's arrays are reused.
-				rec.Frames = append([][]byte(nil), rec.Frames...)
+				// Keep copies: the batch's buffers are reused.
+				var frames [][]byte
+				for _, f := range rec.Frames {
+					frames = append(frames, bytes.Clone(f))
+				}
+				rec.Frames = frames
 				r.recs = append(r.recs, rec)
 				r.eps = append(r.eps, b.Endpoint)
 			}
@@ -358,5 +362,18 @@ func bindRetry(ep string) (*zmqtest.Publisher, error) {
 			return p, err
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestRawSocket guards the one place that reaches inside pebbe/zmq4: the
+// handle must be the one pebbe itself prints.
+func TestRawSocket(t *testing.T) {
+	s, err := zmq.NewSocket(zmq.SUB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if want := fmt.Sprintf("Socket(SUB,%p)", rawSocket(s)); s.String() != want {
+		t.Fatalf("raw handle %s, pebbe says %s", want, s.String())
 	}
 }

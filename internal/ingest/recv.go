@@ -1,0 +1,237 @@
+package ingest
+
+// The receive path takes whole runs of messages from libzmq in one cgo
+// call. pebbe/zmq4's RecvBytes costs a cgo call and a Go allocation per
+// frame, plus another cgo call per message to ask ZMQ_RCVMORE; at a
+// million messages a second those calls and the garbage were most of the
+// daemon's CPU and memory (see the README's performance section). Here C
+// receives up to a batch of messages without blocking, stamps each with
+// clock_gettime, and packs them into the batch's buffer; Go slices the
+// frames out of it without copying. Sockets are still created, configured,
+// polled and closed through pebbe/zmq4.
+
+/*
+#cgo !windows pkg-config: libzmq
+#include <zmq.h>
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+enum { AGG_HEADER = 16, AGG_PEER_MAX = 64, AGG_MAX_FRAMES = 64 };
+
+// agg_room is the buffer space one message may take, whatever it is.
+static size_t agg_room(int max_bytes) {
+	return AGG_HEADER + AGG_PEER_MAX + (size_t)max_bytes + 4 * AGG_MAX_FRAMES;
+}
+
+// agg_recv_batch receives up to max_msgs whole messages without waiting,
+// while at least agg_room(max_bytes) bytes are free in buf. Each message
+// is packed as:
+//
+//	int64 receive time (Unix ns) | uint32 packed size | uint16 frames kept |
+//	uint8 truncated | uint8 peer length | peer | per frame: uint32 length, bytes
+//
+// Payload beyond max_bytes (all frames together) and frames beyond
+// AGG_MAX_FRAMES are cut and the message marked truncated. It returns the
+// number of messages, sets *used to the bytes written and *err to the
+// errno that ended the run (EAGAIN when the socket is empty; 0 when the
+// batch is full).
+static int agg_recv_batch(void *sock, unsigned char *buf, size_t cap, int max_msgs,
+                          int max_bytes, int want_peer, size_t *used, int *err) {
+	size_t off = 0, room = agg_room(max_bytes);
+	int n = 0;
+	*err = 0;
+	while (n < max_msgs && cap - off >= room) {
+		zmq_msg_t msg;
+		zmq_msg_init(&msg);
+		if (zmq_msg_recv(&msg, sock, ZMQ_DONTWAIT) < 0) {
+			int e = zmq_errno();
+			zmq_msg_close(&msg);
+			if (e == EINTR)
+				continue;
+			*err = e;
+			break;
+		}
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		int64_t now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+
+		unsigned char *rec = buf + off;
+		size_t p = AGG_HEADER;
+		uint8_t peer_len = 0;
+		if (want_peer) {
+			const char *peer = zmq_msg_gets(&msg, "Peer-Address");
+			if (peer) {
+				size_t l = strlen(peer);
+				if (l > AGG_PEER_MAX)
+					l = AGG_PEER_MAX;
+				memcpy(rec + p, peer, l);
+				peer_len = (uint8_t)l;
+				p += l;
+			}
+		}
+		size_t budget = (size_t)max_bytes;
+		uint16_t frames = 0;
+		uint8_t truncated = 0;
+		for (;;) {
+			size_t len = zmq_msg_size(&msg);
+			int more = zmq_msg_more(&msg);
+			if (frames < AGG_MAX_FRAMES && (len <= budget || budget > 0)) {
+				size_t keep = len <= budget ? len : budget;
+				uint32_t l32 = (uint32_t)keep;
+				memcpy(rec + p, &l32, 4);
+				memcpy(rec + p + 4, zmq_msg_data(&msg), keep);
+				p += 4 + keep;
+				budget -= keep;
+				frames++;
+				if (keep < len)
+					truncated = 1;
+			} else {
+				truncated = 1;
+			}
+			zmq_msg_close(&msg);
+			if (!more)
+				break;
+			// The other parts of a multipart message arrived with the first.
+			zmq_msg_init(&msg);
+			int rc;
+			do {
+				rc = zmq_msg_recv(&msg, sock, 0);
+			} while (rc < 0 && zmq_errno() == EINTR);
+			if (rc < 0) {
+				zmq_msg_close(&msg);
+				break;
+			}
+		}
+		uint32_t size = (uint32_t)p;
+		memcpy(rec, &now, 8);
+		memcpy(rec + 8, &size, 4);
+		memcpy(rec + 12, &frames, 2);
+		rec[14] = truncated;
+		rec[15] = peer_len;
+		off += p;
+		n++;
+	}
+	*used = off;
+	return n;
+}
+*/
+import "C"
+
+import (
+	"encoding/binary"
+	"reflect"
+	"syscall"
+	"unsafe"
+
+	zmq "github.com/pebbe/zmq4"
+)
+
+// roomFor is the buffer space one message can take at most.
+func roomFor(maxBytes int) int { return int(C.agg_room(C.int(maxBytes))) }
+
+// rawSocket is libzmq's handle behind a pebbe socket, which pebbe keeps
+// unexported. The field name is pinned by go.mod's version of pebbe/zmq4;
+// TestRawSocket fails loudly if it ever changes.
+func rawSocket(s *zmq.Socket) unsafe.Pointer {
+	return reflect.ValueOf(s).Elem().FieldByName("soc").UnsafePointer()
+}
+
+// receiver packs messages from one socket into batches. Owned by the
+// subscriber's goroutine.
+type receiver struct {
+	sock     unsafe.Pointer
+	maxBytes int
+	room     int
+	wantPeer bool
+	peers    map[string]string // interned peer addresses: one string per connection, not per message
+}
+
+func newReceiver(s *zmq.Socket, maxBytes int, wantPeer bool) *receiver {
+	return &receiver{
+		sock:     rawSocket(s),
+		maxBytes: maxBytes,
+		room:     roomFor(maxBytes),
+		wantPeer: wantPeer,
+		peers:    map[string]string{},
+	}
+}
+
+// fill receives what the socket holds into b, up to b's limits, and
+// returns the errno that stopped it: EAGAIN when the socket is empty, 0
+// when b is full.
+func (r *receiver) fill(b *Batch) syscall.Errno {
+	if cap(b.buf) < batchBufBytes+r.room {
+		b.buf = make([]byte, 0, batchBufBytes+r.room)
+	}
+	for !b.full() {
+		free := b.buf[len(b.buf):cap(b.buf)]
+		if len(free) < r.room {
+			b.closed = true
+			return 0
+		}
+		var used C.size_t
+		var errno C.int
+		n := C.agg_recv_batch(r.sock, (*C.uchar)(unsafe.Pointer(&free[0])), C.size_t(len(free)),
+			C.int(maxBatchRecords-len(b.Records)), C.int(r.maxBytes), C.int(boolInt(r.wantPeer)), &used, &errno)
+		r.unpack(b, free[:used], int(n))
+		b.buf = b.buf[:len(b.buf)+int(used)]
+		if errno != 0 {
+			return syscall.Errno(errno)
+		}
+	}
+	return 0
+}
+
+// unpack appends n packed messages from data to b's records. The frames
+// point into b's buffer, which stays untouched until the batch is
+// recycled.
+func (r *receiver) unpack(b *Batch, data []byte, n int) {
+	ne := binary.NativeEndian
+	for range n {
+		size := int(ne.Uint32(data[8:]))
+		rec := Record{
+			Time:      int64(ne.Uint64(data)),
+			Truncated: data[14] != 0,
+		}
+		if rec.Truncated {
+			b.truncated++
+		}
+		frames, peerLen := int(ne.Uint16(data[12:])), int(data[15])
+		p := 16
+		if peerLen > 0 {
+			rec.Peer = r.peer(data[p : p+peerLen])
+			p += peerLen
+		}
+		start := len(b.frames)
+		for range frames {
+			l := int(ne.Uint32(data[p:]))
+			b.frames = append(b.frames, data[p+4:p+4+l:p+4+l])
+			b.Bytes += l
+			p += 4 + l
+		}
+		rec.Frames = b.frames[start:len(b.frames):len(b.frames)]
+		b.Records = append(b.Records, rec)
+		data = data[size:]
+	}
+}
+
+func (r *receiver) peer(b []byte) string {
+	if s, ok := r.peers[string(b)]; ok {
+		return s
+	}
+	if len(r.peers) > 4096 { // bounded: peers come and go
+		clear(r.peers)
+	}
+	s := string(b)
+	r.peers[s] = s
+	return s
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
