@@ -107,7 +107,9 @@ func run(c config, out io.Writer) error {
 	fmt.Fprintf(out, "aggregator benchmark  %s  %s  %d CPUs  %s  %d-byte messages\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), host, runtime.NumCPU(), cpuModel(), c.size)
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "case\tdaemon msg/s\treference msg/s\tratio\tdaemon CPU s\tCPU µs/msg\tpeak RSS MiB\tmissing\tdup\tout of order\t")
+	if c.only == "" || c.only == "peak" || c.only == "rotate" {
+		fmt.Fprintln(tw, "case\tdaemon msg/s\treference msg/s\tratio\tdaemon CPU s\tCPU µs/msg\tpeak RSS MiB\tmissing\tdup\tout of order\t")
+	}
 	var failures []string
 	check := func(name string, t tally) {
 		if !t.ok() {
@@ -177,7 +179,9 @@ func run(c config, out io.Writer) error {
 		}
 		fmt.Fprintf(out, "\ndowncase under wrk -t%d -c%d -d%s: %.0f req/s, p99 %s, %d requests, %d published, %d counted by a subscriber, %d non-2xx\n",
 			c.wrkThreads, c.wrkConns, c.wrkDur, r.rps, us(r.p99), r.requests, r.published, r.counted, r.non2xx)
-		if r.published != r.requests || r.counted != r.published || r.non2xx != 0 {
+		// wrk stops counting at the deadline with up to one request per
+		// connection still in flight; the server answers and publishes those.
+		if inFlight := r.published - r.requests; inFlight < 0 || inFlight > c.wrkConns || r.counted != r.published || r.non2xx != 0 {
 			failures = append(failures, "downcase: not every request was published and counted")
 		}
 	}

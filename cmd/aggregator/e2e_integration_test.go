@@ -306,7 +306,7 @@ func TestSystemdNotify(t *testing.T) {
 	}
 	defer conn.Close()
 	bound, _ := publishers(t)
-	p := startAgg(t, map[string]string{"AGG_CONNECT": bound.Endpoint, "NOTIFY_SOCKET": sockPath})
+	p := startAgg(t, map[string]string{"AGG_CONNECT": bound.Endpoint, "NOTIFY_SOCKET": sockPath, "WATCHDOG_USEC": "200000"})
 	read := func() string {
 		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 		buf := make([]byte, 512)
@@ -319,9 +319,65 @@ func TestSystemdNotify(t *testing.T) {
 	if got := read(); got != "READY=1" {
 		t.Fatalf("first notification %q, want READY=1", got)
 	}
+	// The watchdog is pinged every 100 ms (half of WATCHDOG_USEC) while
+	// the writer's loop turns.
+	if got := read(); got != "WATCHDOG=1" {
+		t.Fatalf("notification %q, want WATCHDOG=1", got)
+	}
 	p.signal(syscall.SIGTERM)
-	if got := read(); got != "STOPPING=1" {
-		t.Fatalf("notification at stop %q, want STOPPING=1", got)
+	for {
+		got := read()
+		if got == "STOPPING=1" {
+			break
+		}
+		if got != "WATCHDOG=1" {
+			t.Fatalf("notification at stop %q, want STOPPING=1", got)
+		}
+	}
+}
+
+func TestJSONLinesAndOversize(t *testing.T) {
+	bound, _ := publishers(t)
+	p := startAgg(t, map[string]string{"AGG_CONNECT": bound.Endpoint, "AGG_FORMAT": "json", "AGG_MAX_MESSAGE_BYTES": "1000"})
+	subscribed(t, bound)
+	big := strings.Repeat("y", 5000)
+	for _, frames := range [][]string{{"app.WARN", "disk\nalmost full"}, {big}} {
+		var bs [][]byte
+		for _, f := range frames {
+			bs = append(bs, []byte(f))
+		}
+		if err := bound.Send(bs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.waitMetric("aggregator_lines_written_total", 2)
+	if got := p.metric(`aggregator_messages_truncated_total{endpoint="` + bound.Endpoint + `"}`); got != 1 {
+		t.Errorf("truncated metric %v, want 1", got)
+	}
+	p.stop()
+	data, err := os.ReadFile(p.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("%d lines:\n%s", len(lines), data)
+	}
+	var first, second struct {
+		Time, Endpoint, Peer, Topic, Message string
+		Truncated                            bool
+	}
+	if err := json.Unmarshal([]byte(lines[0]), &first); err != nil {
+		t.Fatal(err)
+	}
+	if first.Topic != "app.WARN" || first.Message != "disk\nalmost full" || first.Peer != "127.0.0.1" || first.Endpoint != bound.Endpoint || first.Truncated {
+		t.Errorf("first line %+v", first)
+	}
+	if err := json.Unmarshal([]byte(lines[1]), &second); err != nil {
+		t.Fatal(err)
+	}
+	if len(second.Message) != 1000 || !second.Truncated {
+		t.Errorf("oversize message: %d bytes, truncated %v", len(second.Message), second.Truncated)
 	}
 }
 
