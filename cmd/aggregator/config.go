@@ -68,10 +68,8 @@ const lineOverhead = 1024
 // Validate checks the values on their own (checkEnvironment checks them
 // against the machine) and names the variable in each problem.
 func (c *Config) Validate() error {
-	var errs []error
-	bad := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", envName(key), fmt.Sprintf(format, args...)))
-	}
+	problems := envconf.NewProblems(envPrefix)
+	bad := problems.Add
 	for _, ep := range c.Connect {
 		if err := ingest.CheckEndpoint(ep, false); err != nil {
 			bad("CONNECT", "%v", err)
@@ -130,13 +128,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	levelErr, formatErr := cli.CheckLog(c.LogLevel, c.LogFormat)
-	if levelErr != nil {
-		bad("LOG_LEVEL", "%v", levelErr)
-	}
-	if formatErr != nil {
-		bad("LOG_FORMAT", "%v", formatErr)
-	}
-	return errors.Join(errs...)
+	problems.AddErr("LOG_LEVEL", levelErr)
+	problems.AddErr("LOG_FORMAT", formatErr)
+	return problems.Err()
 }
 
 // maxLine is the longest line a message of n bytes can become: JSON writes

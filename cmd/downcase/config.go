@@ -28,7 +28,6 @@ type Config struct {
 	LogFormat     string        `envconfig:"LOG_FORMAT" default:"text" desc:"log format on stderr: text or json"`
 }
 
-func envName(key string) string { return envPrefix + "_" + key }
 
 // loadConfig reads and checks the environment, reporting every bad variable.
 func loadConfig() (Config, error) {
@@ -41,10 +40,8 @@ func loadConfig() (Config, error) {
 
 // Validate names the variable in each problem.
 func (c *Config) Validate() error {
-	var errs []error
-	bad := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", envName(key), fmt.Sprintf(format, args...)))
-	}
+	problems := envconf.NewProblems(envPrefix)
+	bad := problems.Add
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		bad("HTTP_ADDR", "%q: want host:port, e.g. :5000", c.HTTPAddr)
 	}
@@ -74,13 +71,9 @@ func (c *Config) Validate() error {
 		bad("LINGER", "%s: must not be negative", c.Linger)
 	}
 	levelErr, formatErr := cli.CheckLog(c.LogLevel, c.LogFormat)
-	if levelErr != nil {
-		bad("LOG_LEVEL", "%v", levelErr)
-	}
-	if formatErr != nil {
-		bad("LOG_FORMAT", "%v", formatErr)
-	}
-	return errors.Join(errs...)
+	problems.AddErr("LOG_LEVEL", levelErr)
+	problems.AddErr("LOG_FORMAT", formatErr)
+	return problems.Err()
 }
 
 func printUsage(w io.Writer) {

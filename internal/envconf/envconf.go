@@ -87,3 +87,28 @@ func Keys(prefix string, spec any) []string {
 	envconfig.Usagef(prefix, spec, &sb, "{{range .}}{{usage_key .}}\n{{end}}")
 	return strings.Fields(sb.String())
 }
+
+// Problems collects what is wrong with a configuration, each problem
+// naming its variable, so that a user sees every one at once.
+type Problems struct {
+	prefix string
+	errs   []error
+}
+
+// NewProblems starts an empty list for variables PREFIX_*.
+func NewProblems(prefix string) *Problems { return &Problems{prefix: prefix} }
+
+// Add records a problem with variable PREFIX_key.
+func (p *Problems) Add(key, format string, args ...any) {
+	p.errs = append(p.errs, fmt.Errorf("%s_%s: %s", p.prefix, key, fmt.Sprintf(format, args...)))
+}
+
+// AddErr records err, if not nil, as a problem with PREFIX_key.
+func (p *Problems) AddErr(key string, err error) {
+	if err != nil {
+		p.Add(key, "%v", err)
+	}
+}
+
+// Err joins the problems, one a line; nil when there are none.
+func (p *Problems) Err() error { return errors.Join(p.errs...) }
