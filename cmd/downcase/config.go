@@ -28,7 +28,6 @@ type Config struct {
 	LogFormat     string        `envconfig:"LOG_FORMAT" default:"text" desc:"log format on stderr: text or json"`
 }
 
-
 // loadConfig reads and checks the environment, reporting every bad variable.
 func loadConfig() (Config, error) {
 	var cfg Config
