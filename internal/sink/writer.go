@@ -174,7 +174,9 @@ func (w *Writer) Run(q *ingest.Queue, reopen <-chan struct{}) error {
 			w.alive.Store(now.UnixNano())
 			w.flush()
 			if !w.nextRotate.IsZero() && !now.Before(w.nextRotate) {
-				w.rotate("time")
+				if w.size > 0 { // an idle period leaves no empty backups behind
+					w.rotate("time")
+				}
 				w.nextRotate = nextBoundary(now, w.opt.RotateEvery)
 			}
 		case <-reopen:
