@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"aggregator/internal/cli"
+	"aggregator/internal/curve"
 	"aggregator/internal/envconf"
 	"aggregator/internal/ingest"
 	"aggregator/internal/sink"
@@ -41,6 +42,9 @@ type Config struct {
 	RcvHWM          int `envconfig:"RCVHWM" default:"10000" desc:"ZeroMQ receive high-water mark per socket, in messages (0 means no limit): what waits in libzmq when the writer falls behind"`
 	MaxMessageBytes int `envconfig:"MAX_MESSAGE_BYTES" default:"65536" desc:"longest message kept, all frames together; a longer one is truncated to it and counted in aggregator_messages_truncated_total"`
 	QueueBatches    int `envconfig:"QUEUE_BATCHES" default:"16" desc:"batches (up to 256 messages or 32 KiB each) queued between receiving and writing"`
+
+	CurveSecretKeyFile       string `envconfig:"CURVE_SECRET_KEY_FILE" desc:"file with this daemon's CurveZMQ secret key (aggregator -curve-keygen makes one); bind endpoints then accept only encrypted CurveZMQ publishers, who need the matching .public file"`
+	CurveServerPublicKeyFile string `envconfig:"CURVE_SERVER_PUBLIC_KEY_FILE" desc:"file with the CurveZMQ public key of the publishers the daemon connects to; connect endpoints then use CurveZMQ (needs AGG_CURVE_SECRET_KEY_FILE too)"`
 
 	HTTPAddr  string `envconfig:"HTTP_ADDR" default:"127.0.0.1:9780" desc:"host:port of the HTTP server for /metrics, /-/healthy and /-/ready"`
 	LogLevel  string `envconfig:"LOG_LEVEL" default:"info" desc:"daemon log level on stderr: debug, info, warn or error"`
@@ -122,6 +126,9 @@ func (c *Config) Validate() error {
 	if c.QueueBatches < 1 {
 		bad("QUEUE_BATCHES", "%d: must be at least 1", c.QueueBatches)
 	}
+	if c.CurveServerPublicKeyFile != "" && c.CurveSecretKeyFile == "" {
+		bad("CURVE_SECRET_KEY_FILE", "needed with AGG_CURVE_SERVER_PUBLIC_KEY_FILE: a CurveZMQ client has a key pair of its own")
+	}
 	if c.HTTPAddr != "" {
 		if _, port, err := net.SplitHostPort(c.HTTPAddr); err != nil || port == "" {
 			bad("HTTP_ADDR", "%q: want host:port, e.g. 127.0.0.1:9780", c.HTTPAddr)
@@ -150,23 +157,62 @@ func dupes(items []string) []string {
 }
 
 // checkEnvironment checks what Validate cannot: that the log directory is
-// there and writable.
+// there and writable, and that key files hold keys.
 func (c *Config) checkEnvironment() error {
-	dir := filepath.Dir(c.LogFile)
+	problems := envconf.NewProblems(envPrefix)
+	problems.AddErr("LOG_FILE", checkLogDir(c.LogFile))
+	_, _, err := c.curveKeys()
+	var ke *keyError
+	if errors.As(err, &ke) {
+		problems.AddErr(ke.key, ke.err)
+	}
+	return problems.Err()
+}
+
+func checkLogDir(path string) error {
+	dir := filepath.Dir(path)
 	info, err := os.Stat(dir)
 	switch {
 	case err != nil:
-		return fmt.Errorf("%s: directory %s: %w", envName("LOG_FILE"), dir, err)
+		return fmt.Errorf("directory %s: %w", dir, err)
 	case !info.IsDir():
-		return fmt.Errorf("%s: %s is not a directory", envName("LOG_FILE"), dir)
+		return fmt.Errorf("%s is not a directory", dir)
 	}
 	if err := syscall.Access(dir, 0x2 /* W_OK */); err != nil {
-		return fmt.Errorf("%s: directory %s is not writable: %w", envName("LOG_FILE"), dir, err)
+		return fmt.Errorf("directory %s is not writable: %w", dir, err)
 	}
-	if info, err := os.Stat(c.LogFile); err == nil && info.IsDir() {
-		return fmt.Errorf("%s: %s is a directory", envName("LOG_FILE"), c.LogFile)
+	if info, err := os.Stat(path); err == nil && info.IsDir() {
+		return fmt.Errorf("%s is a directory", path)
 	}
 	return nil
+}
+
+// keyError names the variable whose key file is bad.
+type keyError struct {
+	key string
+	err error
+}
+
+func (e *keyError) Error() string { return envName(e.key) + ": " + e.err.Error() }
+
+// curveKeys loads the CurveZMQ identity and the publishers' public key,
+// each nil/empty when not configured.
+func (c *Config) curveKeys() (*curve.Identity, string, error) {
+	if c.CurveSecretKeyFile == "" {
+		return nil, "", nil
+	}
+	id, err := curve.LoadSecret(c.CurveSecretKeyFile)
+	if err != nil {
+		return nil, "", &keyError{"CURVE_SECRET_KEY_FILE", err}
+	}
+	if c.CurveServerPublicKeyFile == "" {
+		return &id, "", nil
+	}
+	server, err := curve.LoadPublic(c.CurveServerPublicKeyFile)
+	if err != nil {
+		return nil, "", &keyError{"CURVE_SERVER_PUBLIC_KEY_FILE", err}
+	}
+	return &id, server, nil
 }
 
 // Location is the time zone of the timestamps.
@@ -207,6 +253,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("max_size_mb", c.MaxSizeMB), slog.Int("max_backups", c.MaxBackups), slog.Int("max_age_days", c.MaxAgeDays),
 		slog.Bool("compress", c.Compress), slog.Duration("rotate_every", c.RotateEvery), slog.Duration("flush_interval", c.FlushInterval),
 		slog.Int("rcvhwm", c.RcvHWM), slog.Int("max_message_bytes", c.MaxMessageBytes), slog.Int("queue_batches", c.QueueBatches),
+		slog.String("curve_secret_key_file", c.CurveSecretKeyFile), slog.String("curve_server_public_key_file", c.CurveServerPublicKeyFile),
 		slog.String("http_addr", c.HTTPAddr),
 	)
 }

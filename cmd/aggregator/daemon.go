@@ -93,6 +93,10 @@ func newDaemon(cfg Config, log *slog.Logger, getenv func(string) string) (d *dae
 	}
 
 	// Inputs.
+	curveID, curveServer, err := cfg.curveKeys()
+	if err != nil {
+		return d, err
+	}
 	if d.zctx, err = zmq.NewContext(); err != nil {
 		return d, fmt.Errorf("zmq context: %w", err)
 	}
@@ -105,6 +109,8 @@ func newDaemon(cfg Config, log *slog.Logger, getenv func(string) string) (d *dae
 			RcvHWM:          cfg.RcvHWM,
 			MaxMessageBytes: cfg.MaxMessageBytes,
 			WantPeer:        format.NeedsPeer(),
+			Curve:           curveID,
+			CurveServer:     curveServer,
 		}, d.queue, im, ilog)
 		if err != nil {
 			return err

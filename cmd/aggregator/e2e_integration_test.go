@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"aggregator/internal/curve"
 	"aggregator/internal/zmqtest"
 )
 
@@ -235,6 +236,8 @@ func TestCheckConfig(t *testing.T) {
 		{"no endpoint", map[string]string{}, 78, "no endpoint"},
 		{"bad endpoint", map[string]string{"AGG_BIND": "tcp://127.0.0.1"}, 78, "AGG_BIND"},
 		{"message too big for the file", map[string]string{"AGG_CONNECT": "tcp://127.0.0.1:1", "AGG_MAX_SIZE_MB": "1", "AGG_MAX_MESSAGE_BYTES": "1000000"}, 78, "AGG_MAX_MESSAGE_BYTES"},
+		{"key file is no key", map[string]string{"AGG_BIND": "tcp://127.0.0.1:*", "AGG_CURVE_SECRET_KEY_FILE": "/etc/os-release"}, 78, "AGG_CURVE_SECRET_KEY_FILE"},
+		{"key file missing", map[string]string{"AGG_BIND": "tcp://127.0.0.1:*", "AGG_CURVE_SECRET_KEY_FILE": "/nonexistent.secret"}, 78, "AGG_CURVE_SECRET_KEY_FILE"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -473,5 +476,53 @@ func TestPrometheusScrapes(t *testing.T) {
 			t.Fatalf("Prometheus has no aggregator_messages_received_total = 10 after 30s")
 		}
 		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// TestCurveBind: with a secret key, the bind endpoint takes encrypted
+// publishers that know the daemon's public key, and refuses plain ones.
+func TestCurveBind(t *testing.T) {
+	dir := t.TempDir()
+	out, err := exec.Command(aggBin, "-curve-keygen", filepath.Join(dir, "aggregator")).Output()
+	if err != nil {
+		t.Fatalf("-curve-keygen: %v", err)
+	}
+	paths := strings.Fields(string(out))
+	if len(paths) != 2 {
+		t.Fatalf("-curve-keygen printed %q", out)
+	}
+	daemonPublic, err := curve.LoadPublic(paths[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret, _, err := curve.Keygen(filepath.Join(dir, "publisher"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubID, err := curve.LoadSecret(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	_, bindEP := publishers(t)
+	p := startAgg(t, map[string]string{"AGG_BIND": bindEP, "AGG_CURVE_SECRET_KEY_FILE": paths[0]})
+	plain := connectTo(t, bindEP)
+	enc, err := zmqtest.ConnectCurve(bindEP, &pubID, daemonPublic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer enc.Close()
+	subscribed(t, enc)
+	if err := plain.WaitSubscribed(1, 300*time.Millisecond); err == nil {
+		t.Fatal("a plain-text publisher completed the handshake")
+	}
+	plain.Send([]byte("plain text"))
+	enc.Send([]byte("encrypted"))
+	p.waitMetric("aggregator_lines_written_total", 1)
+	p.waitMetric(`aggregator_connection_events_total{endpoint="`+bindEP+`",event="handshake_failed"}`, 1)
+	p.stop()
+	seen, _ := readMessages(t, p.log)
+	if seen["encrypted"] != 1 || len(seen) != 1 {
+		t.Fatalf("lines: %v", seen)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"aggregator/internal/cli"
+	"aggregator/internal/curve"
 	"aggregator/internal/envconf"
 	"aggregator/internal/ingest"
 )
@@ -16,16 +17,18 @@ const envPrefix = "DOWNCASE"
 
 // Config is read from DOWNCASE_* variables; `downcase -help` prints them.
 type Config struct {
-	HTTPAddr      string        `envconfig:"HTTP_ADDR" default:":5000" desc:"host:port the HTTP API listens on (also serves /metrics, /-/healthy, /-/ready)"`
-	PubBind       []string      `envconfig:"PUB_BIND" default:"tcp://*:4444" desc:"comma-separated endpoints the PUB socket binds (subscribers such as aggregator connect here); empty for none"`
-	PubConnect    []string      `envconfig:"PUB_CONNECT" desc:"comma-separated endpoints the PUB socket connects to (an aggregator's AGG_BIND)"`
-	Topic         string        `envconfig:"TOPIC" desc:"if set, each message is sent as two frames: this topic, then the text"`
-	MaxParamBytes int           `envconfig:"MAX_PARAM_BYTES" default:"4096" desc:"longest accepted param, in bytes; longer gets 414"`
-	QueueLength   int           `envconfig:"QUEUE_LENGTH" default:"10000" desc:"messages waiting for the publisher; when full, a message is dropped and counted, and the request still succeeds"`
-	SndHWM        int           `envconfig:"SNDHWM" default:"100000" desc:"ZeroMQ send high-water mark per subscriber, in messages (0 means no limit)"`
-	Linger        time.Duration `envconfig:"LINGER" default:"2s" desc:"on stop, how long queued messages may take to reach subscribers"`
-	LogLevel      string        `envconfig:"LOG_LEVEL" default:"info" desc:"log level on stderr: debug, info, warn or error"`
-	LogFormat     string        `envconfig:"LOG_FORMAT" default:"text" desc:"log format on stderr: text or json"`
+	HTTPAddr                 string        `envconfig:"HTTP_ADDR" default:":5000" desc:"host:port the HTTP API listens on (also serves /metrics, /-/healthy, /-/ready)"`
+	PubBind                  []string      `envconfig:"PUB_BIND" default:"tcp://*:4444" desc:"comma-separated endpoints the PUB socket binds (subscribers such as aggregator connect here); empty for none"`
+	PubConnect               []string      `envconfig:"PUB_CONNECT" desc:"comma-separated endpoints the PUB socket connects to (an aggregator's AGG_BIND)"`
+	Topic                    string        `envconfig:"TOPIC" desc:"if set, each message is sent as two frames: this topic, then the text"`
+	CurveSecretKeyFile       string        `envconfig:"CURVE_SECRET_KEY_FILE" desc:"file with this service's CurveZMQ secret key (downcase -curve-keygen makes one); bind endpoints then accept only CurveZMQ subscribers"`
+	CurveServerPublicKeyFile string        `envconfig:"CURVE_SERVER_PUBLIC_KEY_FILE" desc:"file with the CurveZMQ public key of the aggregator that DOWNCASE_PUB_CONNECT reaches (its AGG_CURVE_SECRET_KEY_FILE's .public); needs DOWNCASE_CURVE_SECRET_KEY_FILE"`
+	MaxParamBytes            int           `envconfig:"MAX_PARAM_BYTES" default:"4096" desc:"longest accepted param, in bytes; longer gets 414"`
+	QueueLength              int           `envconfig:"QUEUE_LENGTH" default:"10000" desc:"messages waiting for the publisher; when full, a message is dropped and counted, and the request still succeeds"`
+	SndHWM                   int           `envconfig:"SNDHWM" default:"100000" desc:"ZeroMQ send high-water mark per subscriber, in messages (0 means no limit)"`
+	Linger                   time.Duration `envconfig:"LINGER" default:"2s" desc:"on stop, how long queued messages may take to reach subscribers"`
+	LogLevel                 string        `envconfig:"LOG_LEVEL" default:"info" desc:"log level on stderr: debug, info, warn or error"`
+	LogFormat                string        `envconfig:"LOG_FORMAT" default:"text" desc:"log format on stderr: text or json"`
 }
 
 // loadConfig reads and checks the environment, reporting every bad variable.
@@ -57,6 +60,14 @@ func (c *Config) Validate() error {
 	if len(c.PubBind)+len(c.PubConnect) == 0 {
 		bad("PUB_BIND", "no endpoint to publish on: set DOWNCASE_PUB_BIND or DOWNCASE_PUB_CONNECT")
 	}
+	if c.CurveServerPublicKeyFile != "" && c.CurveSecretKeyFile == "" {
+		bad("CURVE_SECRET_KEY_FILE", "needed with DOWNCASE_CURVE_SERVER_PUBLIC_KEY_FILE: a CurveZMQ client has a key pair of its own")
+	}
+	// One socket does all binds and connects: with a key, every endpoint
+	// is encrypted, so connects need the server's public key.
+	if c.CurveSecretKeyFile != "" && c.CurveServerPublicKeyFile == "" && len(c.PubConnect) > 0 {
+		bad("CURVE_SERVER_PUBLIC_KEY_FILE", "needed for DOWNCASE_PUB_CONNECT when DOWNCASE_CURVE_SECRET_KEY_FILE is set")
+	}
 	if c.MaxParamBytes < 1 {
 		bad("MAX_PARAM_BYTES", "%d: must be at least 1", c.MaxParamBytes)
 	}
@@ -73,6 +84,25 @@ func (c *Config) Validate() error {
 	problems.AddErr("LOG_LEVEL", levelErr)
 	problems.AddErr("LOG_FORMAT", formatErr)
 	return problems.Err()
+}
+
+// curveKeys loads the configured keys; the error names the variable.
+func (c *Config) curveKeys() (*curve.Identity, string, error) {
+	if c.CurveSecretKeyFile == "" {
+		return nil, "", nil
+	}
+	id, err := curve.LoadSecret(c.CurveSecretKeyFile)
+	if err != nil {
+		return nil, "", fmt.Errorf("%s_CURVE_SECRET_KEY_FILE: %w", envPrefix, err)
+	}
+	if c.CurveServerPublicKeyFile == "" {
+		return &id, "", nil
+	}
+	server, err := curve.LoadPublic(c.CurveServerPublicKeyFile)
+	if err != nil {
+		return nil, "", fmt.Errorf("%s_CURVE_SERVER_PUBLIC_KEY_FILE: %w", envPrefix, err)
+	}
+	return &id, server, nil
 }
 
 func printUsage(w io.Writer) {

@@ -21,6 +21,35 @@ func TestWithAggregator(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs both binaries")
 	}
+	bin := buildBoth(t)
+	pubEP := freeTCP(t)
+	demo(t, bin, []string{"DOWNCASE_PUB_BIND=tcp://" + pubEP}, []string{"AGG_CONNECT=tcp://" + pubEP})
+}
+
+// TestWithAggregatorOverCurve: downcase connects to the aggregator's bind
+// endpoint with CurveZMQ, each with its own key pair.
+func TestWithAggregatorOverCurve(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs both binaries")
+	}
+	bin := buildBoth(t)
+	keys := t.TempDir()
+	for _, name := range []string{"aggregator", "downcase"} {
+		if out, err := exec.Command(filepath.Join(bin, name), "-curve-keygen", filepath.Join(keys, name)).CombinedOutput(); err != nil {
+			t.Fatalf("%s -curve-keygen: %v %s", name, err, out)
+		}
+	}
+	aggEP := freeTCP(t)
+	demo(t, bin,
+		[]string{"DOWNCASE_PUB_BIND=", "DOWNCASE_PUB_CONNECT=tcp://" + aggEP,
+			"DOWNCASE_CURVE_SECRET_KEY_FILE=" + filepath.Join(keys, "downcase.secret"),
+			"DOWNCASE_CURVE_SERVER_PUBLIC_KEY_FILE=" + filepath.Join(keys, "aggregator.public")},
+		[]string{"AGG_CONNECT=", "AGG_BIND=tcp://" + aggEP,
+			"AGG_CURVE_SECRET_KEY_FILE=" + filepath.Join(keys, "aggregator.secret")})
+}
+
+func buildBoth(t *testing.T) string {
+	t.Helper()
 	bin := t.TempDir()
 	for _, name := range []string{"downcase", "aggregator"} {
 		out, err := exec.Command("go", "build", "-o", filepath.Join(bin, name), "../"+name).CombinedOutput()
@@ -28,8 +57,14 @@ func TestWithAggregator(t *testing.T) {
 			t.Fatalf("build %s: %v\n%s", name, err, out)
 		}
 	}
+	return bin
+}
+
+// demo starts both binaries with their extra environment, sends requests
+// from several clients and finds every answer once in subscriber.log.
+func demo(t *testing.T, bin string, dcEnv, aggEnv []string) {
+	t.Helper()
 	work := t.TempDir()
-	pubEP := freeTCP(t)
 	dcAddr := freeTCP(t)
 	aggHTTP := freeTCP(t)
 
@@ -51,8 +86,8 @@ func TestWithAggregator(t *testing.T) {
 		})
 		return cmd
 	}
-	start("downcase", "DOWNCASE_HTTP_ADDR="+dcAddr, "DOWNCASE_PUB_BIND=tcp://"+pubEP)
-	agg := start("aggregator", "AGG_CONNECT=tcp://"+pubEP, "AGG_HTTP_ADDR="+aggHTTP)
+	agg := start("aggregator", append(aggEnv, "AGG_HTTP_ADDR="+aggHTTP)...)
+	start("downcase", append(dcEnv, "DOWNCASE_HTTP_ADDR="+dcAddr)...)
 	logFile := filepath.Join(work, "subscriber.log") // the default name, in the working directory
 
 	// PUB/SUB's slow joiner: what is published before the subscription

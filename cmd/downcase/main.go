@@ -47,6 +47,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return *flags.Exit
 	}
 	cfg, err := loadConfig()
+	if err == nil {
+		_, _, err = cfg.curveKeys()
+	}
 	if err != nil {
 		return cli.ReportConfig("downcase", err, stderr)
 	}

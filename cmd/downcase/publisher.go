@@ -9,6 +9,8 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"aggregator/internal/curve"
 )
 
 // publisher owns the one long-lived PUB socket. HTTP handlers hand it
@@ -66,9 +68,25 @@ func newPublisher(zctx *zmq.Context, cfg Config, m *pubMetrics, log *slog.Logger
 	if err := errors.Join(sock.SetSndhwm(cfg.SndHWM), sock.SetLinger(cfg.Linger)); err != nil {
 		return nil, fmt.Errorf("configure socket: %w", err)
 	}
+	id, server, err := cfg.curveKeys()
+	if err != nil {
+		return nil, err
+	}
+	// One socket binds and connects, so CurveZMQ is set per endpoint:
+	// the options apply to the binds and connects made after them.
+	if id != nil {
+		if err := curve.Server(sock, *id); err != nil {
+			return nil, fmt.Errorf("CurveZMQ server: %w", err)
+		}
+	}
 	for _, ep := range cfg.PubBind {
 		if err := sock.Bind(ep); err != nil {
 			return nil, fmt.Errorf("bind %s (DOWNCASE_PUB_BIND): %w", ep, err)
+		}
+	}
+	if server != "" {
+		if err := errors.Join(sock.SetCurveServer(0), curve.Client(sock, *id, server)); err != nil {
+			return nil, fmt.Errorf("CurveZMQ client: %w", err)
 		}
 	}
 	for _, ep := range cfg.PubConnect {

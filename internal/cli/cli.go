@@ -1,6 +1,6 @@
 // Package cli holds the command-line conventions both binaries share: the
-// flags (-help, -version, -check-config), exit statuses, the version string
-// and the stderr logger.
+// flags (-help, -version, -check-config, -curve-keygen), exit statuses, the
+// version string and the stderr logger.
 package cli
 
 import (
@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"strings"
+
+	"aggregator/internal/curve"
 )
 
 // Exit statuses. 78 is EX_CONFIG from sysexits.h; the systemd units use it
@@ -37,6 +39,7 @@ func Parse(name, version string, args []string, stdout, stderr io.Writer, usage 
 	fs.SetOutput(stderr)
 	fs.Usage = func() { usage(stderr) }
 	check := fs.Bool("check-config", false, "check the configuration and exit")
+	keygen := fs.String("curve-keygen", "", "write a new CurveZMQ key pair to `PREFIX`.secret and PREFIX.public, and exit")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	help := fs.Bool("help", false, "print help and exit")
 	exit := func(code int) Flags { return Flags{Exit: &code} }
@@ -52,6 +55,14 @@ func Parse(name, version string, args []string, stdout, stderr io.Writer, usage 
 		return exit(ExitOK)
 	case *showVersion:
 		fmt.Fprintf(stdout, "%s %s\n", name, Version(version))
+		return exit(ExitOK)
+	case *keygen != "":
+		secret, public, err := curve.Keygen(*keygen)
+		if err != nil {
+			fmt.Fprintf(stderr, "%s: %v\n", name, err)
+			return exit(ExitFail)
+		}
+		fmt.Fprintf(stdout, "%s\n%s\n", secret, public)
 		return exit(ExitOK)
 	case fs.NArg() > 0:
 		fmt.Fprintf(stderr, "%s: unexpected argument %q; configuration is read from environment variables (see -help)\n", name, fs.Arg(0))

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	zmq "github.com/pebbe/zmq4"
+
+	"aggregator/internal/curve"
 )
 
 // Options configure one subscriber: one SUB socket on one endpoint.
@@ -25,6 +27,11 @@ type Options struct {
 	// MaxMessageBytes is the most payload a record keeps; a longer message
 	// is truncated to it and counted.
 	MaxMessageBytes int
+	// Curve, when set, encrypts with CurveZMQ: a bind endpoint is a
+	// server with this identity; a connect endpoint is a client of
+	// CurveServer (and stays plain text without it).
+	Curve       *curve.Identity
+	CurveServer string
 	// WantPeer asks libzmq for each message's peer address (a metadata
 	// lookup per message, so only when the output shows it).
 	WantPeer bool
@@ -118,6 +125,12 @@ func (s *Subscriber) configure() error {
 		s.sock.SetHeartbeatIvl(heartbeatIvl),
 		s.sock.SetHeartbeatTimeout(heartbeatTimeout),
 		s.sock.SetTcpKeepalive(1),
+	}
+	switch {
+	case s.opt.Curve != nil && s.opt.Bind:
+		steps = append(steps, curve.Server(s.sock, *s.opt.Curve))
+	case s.opt.Curve != nil && s.opt.CurveServer != "":
+		steps = append(steps, curve.Client(s.sock, *s.opt.Curve, s.opt.CurveServer))
 	}
 	topics := s.opt.Topics
 	if len(topics) == 0 {

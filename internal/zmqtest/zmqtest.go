@@ -9,6 +9,8 @@ import (
 	"time"
 
 	zmq "github.com/pebbe/zmq4"
+
+	"aggregator/internal/curve"
 )
 
 // Publisher is an XPUB socket: it publishes like PUB, and also hands us the
@@ -70,9 +72,21 @@ func BindAt(endpoint string) (*Publisher, error) {
 
 // Connect starts a publisher that connects to a subscriber's bind endpoint.
 func Connect(endpoint string) (*Publisher, error) {
+	return ConnectCurve(endpoint, nil, "")
+}
+
+// ConnectCurve is Connect as a CurveZMQ client with identity id of the
+// server with public key server (plain text when id is nil).
+func ConnectCurve(endpoint string, id *curve.Identity, server string) (*Publisher, error) {
 	p, err := newPublisher()
 	if err != nil {
 		return nil, err
+	}
+	if id != nil {
+		if err := curve.Client(p.sock, *id, server); err != nil {
+			p.sock.Close()
+			return nil, err
+		}
 	}
 	if err := p.sock.Connect(endpoint); err != nil {
 		p.sock.Close()

@@ -1,0 +1,99 @@
+// Package curve reads CurveZMQ keys from files and applies them to
+// sockets. A key file holds one Z85-encoded key (40 characters), either
+// alone on a line or as `public-key = "..."` / `secret-key = "..."` in the
+// style of zcert files; lines starting with # are comments.
+package curve
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	zmq "github.com/pebbe/zmq4"
+)
+
+// z85Alphabet is the character set of Z85 (ZeroMQ RFC 32).
+const z85Alphabet = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#"
+
+// Identity is a key pair: who this process is.
+type Identity struct {
+	Public, Secret string
+}
+
+// LoadSecret reads a secret key file and derives the public key.
+func LoadSecret(path string) (Identity, error) {
+	secret, err := readKey(path)
+	if err != nil {
+		return Identity{}, err
+	}
+	public, err := zmq.AuthCurvePublic(secret)
+	if err != nil {
+		return Identity{}, fmt.Errorf("%s: derive public key: %w", path, err)
+	}
+	return Identity{Public: public, Secret: secret}, nil
+}
+
+// LoadPublic reads a public key file.
+func LoadPublic(path string) (string, error) { return readKey(path) }
+
+func readKey(path string) (string, error) {
+	if !zmq.HasCurve() {
+		return "", errors.New("this libzmq was built without CurveZMQ")
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if _, v, ok := strings.Cut(line, "="); ok {
+			line = strings.Trim(strings.TrimSpace(v), `"`)
+		}
+		if len(line) != 40 || strings.Trim(line, z85Alphabet) != "" {
+			return "", fmt.Errorf("%s: not a Z85 CurveZMQ key (40 characters)", path)
+		}
+		return line, nil
+	}
+	if err := sc.Err(); err != nil {
+		return "", err
+	}
+	return "", fmt.Errorf("%s: no key in the file", path)
+}
+
+// Server makes sock a CurveZMQ server with id: every peer must encrypt,
+// and knows this side by id.Public. Call before Bind or Connect.
+func Server(sock *zmq.Socket, id Identity) error {
+	return errors.Join(sock.SetCurveServer(1), sock.SetCurveSecretkey(id.Secret))
+}
+
+// Client makes sock a CurveZMQ client of the server with public key
+// server. Call before Bind or Connect.
+func Client(sock *zmq.Socket, id Identity, server string) error {
+	return errors.Join(sock.SetCurveServerkey(server), sock.SetCurvePublickey(id.Public), sock.SetCurveSecretkey(id.Secret))
+}
+
+// Keygen writes a new key pair to prefix+".secret" (mode 0600) and
+// prefix+".public", and returns the two paths.
+func Keygen(prefix string) (secretPath, publicPath string, err error) {
+	public, secret, err := zmq.NewCurveKeypair()
+	if err != nil {
+		return "", "", err
+	}
+	secretPath, publicPath = prefix+".secret", prefix+".public"
+	name := filepath.Base(prefix)
+	if err := os.WriteFile(secretPath, fmt.Appendf(nil, "# CurveZMQ secret key %s: keep it private\nsecret-key = %q\n", name, secret), 0o600); err != nil {
+		return "", "", err
+	}
+	if err := os.WriteFile(publicPath, fmt.Appendf(nil, "# CurveZMQ public key %s\npublic-key = %q\n", name, public), 0o644); err != nil {
+		return "", "", err
+	}
+	return secretPath, publicPath, nil
+}

@@ -1,0 +1,108 @@
+package curve
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	zmq "github.com/pebbe/zmq4"
+)
+
+func TestKeygenAndLoad(t *testing.T) {
+	prefix := filepath.Join(t.TempDir(), "agg")
+	secretPath, publicPath, err := Keygen(prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := os.Stat(secretPath); err != nil || info.Mode().Perm() != 0o600 {
+		t.Fatalf("secret key file: %v %v", info.Mode(), err)
+	}
+	id, err := LoadSecret(secretPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	public, err := LoadPublic(publicPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id.Public != public {
+		t.Fatalf("derived public key %q, file says %q", id.Public, public)
+	}
+	bare := filepath.Join(t.TempDir(), "bare")
+	os.WriteFile(bare, []byte("# comment\n\n"+public+"\n"), 0o644)
+	if k, err := LoadPublic(bare); err != nil || k != public {
+		t.Fatalf("bare key: %q %v", k, err)
+	}
+}
+
+func TestBadKeyFiles(t *testing.T) {
+	dir := t.TempDir()
+	for name, content := range map[string]string{
+		"empty":   "# nothing here\n",
+		"short":   "public-key = \"abc\"\n",
+		"not z85": strings.Repeat("~", 40) + "\n",
+	} {
+		path := filepath.Join(dir, name)
+		os.WriteFile(path, []byte(content), 0o644)
+		if _, err := LoadPublic(path); err == nil || !strings.Contains(err.Error(), path) {
+			t.Errorf("%s: err = %v, want one naming the file", name, err)
+		}
+	}
+	if _, err := LoadSecret(filepath.Join(dir, "missing")); err == nil {
+		t.Error("missing file: no error")
+	}
+}
+
+// TestEncryptedPubSub: a CurveZMQ client reaches the server; a plain one
+// does not.
+func TestEncryptedPubSub(t *testing.T) {
+	dir := t.TempDir()
+	serverSecret, serverPublic, _ := Keygen(filepath.Join(dir, "server"))
+	clientSecret, _, _ := Keygen(filepath.Join(dir, "client"))
+	srv, _ := LoadSecret(serverSecret)
+	cli, _ := LoadSecret(clientSecret)
+	spub, _ := LoadPublic(serverPublic)
+
+	sub, _ := zmq.NewSocket(zmq.SUB)
+	defer sub.Close()
+	sub.SetLinger(0)
+	if err := Server(sub, srv); err != nil {
+		t.Fatal(err)
+	}
+	sub.SetSubscribe("")
+	sub.SetRcvtimeo(50 * time.Millisecond)
+	if err := sub.Bind("tcp://127.0.0.1:*"); err != nil {
+		t.Fatal(err)
+	}
+	ep, _ := sub.GetLastEndpoint()
+
+	publish := func(sock *zmq.Socket, msg string, wait time.Duration) bool {
+		deadline := time.Now().Add(wait)
+		for time.Now().Before(deadline) {
+			sock.Send(msg, 0)
+			if got, err := sub.Recv(0); err == nil && got == msg {
+				return true
+			}
+		}
+		return false
+	}
+	plain, _ := zmq.NewSocket(zmq.PUB)
+	defer plain.Close()
+	plain.SetLinger(0)
+	plain.Connect(ep)
+	if publish(plain, "plain", 500*time.Millisecond) {
+		t.Fatal("a plain-text publisher got through to a CurveZMQ server")
+	}
+	enc, _ := zmq.NewSocket(zmq.PUB)
+	defer enc.Close()
+	enc.SetLinger(0)
+	if err := Client(enc, cli, spub); err != nil {
+		t.Fatal(err)
+	}
+	enc.Connect(ep)
+	if !publish(enc, "secret", 5*time.Second) {
+		t.Fatal("the CurveZMQ publisher did not get through")
+	}
+}
