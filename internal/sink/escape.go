@@ -1,6 +1,7 @@
 package sink
 
 import (
+	"encoding/binary"
 	"errors"
 	"unicode/utf8"
 )
@@ -27,14 +28,40 @@ var plain = func() (t [256]bool) {
 
 const hexDigits = "0123456789abcdef"
 
+// SWAR constants: eight bytes tested at once.
+const (
+	lsb = 0x0101010101010101
+	msb = 0x8080808080808080
+)
+
+// plainWord reports whether all eight bytes of w are plain ASCII: none
+// below 0x20, none with the high bit set, no DEL and no backslash.
+func plainWord(w uint64) bool {
+	hasLess := func(x uint64, n uint64) uint64 { return (x - lsb*n) & ^x & msb }
+	hasZero := func(x uint64) uint64 { return (x - lsb) & ^x & msb }
+	return (w&msb)|hasLess(w, 0x20)|hasZero(w^(lsb*0x7F))|hasZero(w^(lsb*'\\')) == 0
+}
+
+// plainRun is the length of the run of plain ASCII at the start of src,
+// tested eight bytes at a time: most log text is nothing else.
+func plainRun(src []byte) int {
+	j := 0
+	for ; j+8 <= len(src); j += 8 {
+		if !plainWord(binary.LittleEndian.Uint64(src[j:])) {
+			break
+		}
+	}
+	for j < len(src) && plain[src[j]] {
+		j++
+	}
+	return j
+}
+
 // AppendEscaped appends the escaped form of src to dst.
 func AppendEscaped(dst, src []byte) []byte {
 	for i := 0; i < len(src); {
 		// Copy the longest run of plain ASCII in one go: the common case.
-		j := i
-		for j < len(src) && plain[src[j]] {
-			j++
-		}
+		j := i + plainRun(src[i:])
 		dst = append(dst, src[i:j]...)
 		if j == len(src) {
 			break

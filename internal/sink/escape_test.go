@@ -64,3 +64,30 @@ func FuzzEscape(f *testing.F) {
 		}
 	})
 }
+
+// TestPlainWord checks the eight-bytes-at-once test against the byte table
+// for every byte value in every position.
+func TestPlainWord(t *testing.T) {
+	for pos := range 8 {
+		for c := range 256 {
+			word := []byte("abcdefgh")
+			word[pos] = byte(c)
+			want := true
+			for _, b := range word {
+				want = want && plain[b]
+			}
+			if got := plainRun(word) == 8; got != want {
+				t.Fatalf("byte %#x at %d: plain %v, want %v", c, pos, got, want)
+			}
+		}
+	}
+}
+
+func BenchmarkAppendEscaped(b *testing.B) {
+	msg := []byte("03 0000012345 1795577526900810030 lower case of HeLLo is hello, a typical log line of about 100 bytes")
+	buf := make([]byte, 0, 256)
+	b.SetBytes(int64(len(msg)))
+	for b.Loop() {
+		buf = AppendEscaped(buf[:0], msg)
+	}
+}
