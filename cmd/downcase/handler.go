@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -70,8 +71,11 @@ func (a *api) handler(alwaysJSON bool) http.Handler {
 			return
 		}
 		lower := strings.ToLower(param)
-		text := "lower case of " + param + " is " + lower
-		a.pub.offer([]byte(text)) // a full queue is counted; the answer does not depend on it
+		// One buffer is both the published message and the answer; neither
+		// writes to it.
+		text := make([]byte, 0, len("lower case of  is ")+len(param)+len(lower))
+		text = append(append(append(append(text, "lower case of "...), param...), " is "...), lower...)
+		a.pub.offer(text) // a full queue is counted; the answer does not depend on it
 		a.count(http.StatusOK)
 		if alwaysJSON || wantsJSON(r) {
 			body, _ := json.Marshal(struct {
@@ -81,17 +85,34 @@ func (a *api) handler(alwaysJSON bool) http.Handler {
 			respond(w, r, http.StatusOK, "application/json", append(body, '\n'))
 			return
 		}
-		respond(w, r, http.StatusOK, "text/plain; charset=utf-8", []byte(text))
+		respond(w, r, http.StatusOK, "text/plain; charset=utf-8", text)
 	})
 }
 
-// param extracts and checks the param query value; code is 0 when it is good.
+// param extracts and checks the param query value; code is 0 when it is
+// good. It reads the query as url.ParseQuery does, and rejects what it
+// rejects, without building a map for every request.
 func (a *api) param(r *http.Request) (value string, code int, problem string) {
-	q, err := url.ParseQuery(r.URL.RawQuery)
-	if err != nil {
-		return "", http.StatusBadRequest, "bad query string: " + err.Error()
+	found := false
+	for rest := r.URL.RawQuery; rest != ""; {
+		var pair string
+		pair, rest, _ = strings.Cut(rest, "&")
+		if strings.Contains(pair, ";") {
+			return "", http.StatusBadRequest, "bad query string: invalid semicolon separator in query"
+		}
+		if pair == "" {
+			continue
+		}
+		k, v, _ := strings.Cut(pair, "=")
+		key, err1 := url.QueryUnescape(k)
+		val, err2 := url.QueryUnescape(v)
+		if err := errors.Join(err1, err2); err != nil {
+			return "", http.StatusBadRequest, "bad query string: " + err.Error()
+		}
+		if key == "param" && !found {
+			value, found = val, true
+		}
 	}
-	value = q.Get("param")
 	switch {
 	case value == "":
 		return "", http.StatusBadRequest, `missing query parameter "param", e.g. /downcase/?param=HeLLo`
@@ -118,12 +139,22 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, code int, problem str
 	respond(w, r, code, "text/plain; charset=utf-8", []byte(problem+"\n"))
 }
 
+// Header values made once: setting them through Header.Set would
+// canonicalise the names and allocate on every request.
+var (
+	headerNosniff = []string{"nosniff"}
+	contentTypes  = map[string][]string{
+		"text/plain; charset=utf-8": {"text/plain; charset=utf-8"},
+		"application/json":          {"application/json"},
+	}
+)
+
 // respond writes a complete answer; HEAD gets the headers only.
 func respond(w http.ResponseWriter, r *http.Request, code int, contentType string, body []byte) {
 	h := w.Header()
-	h.Set("Content-Type", contentType)
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	h.Set("X-Content-Type-Options", "nosniff")
+	h["Content-Type"] = contentTypes[contentType]
+	h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	h["X-Content-Type-Options"] = headerNosniff
 	w.WriteHeader(code)
 	if r.Method != http.MethodHead {
 		w.Write(body)
