@@ -163,11 +163,9 @@ func runReference(bins binaries, p, n, size int) (sample, error) {
 	s.cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 	s.rss = ru.Maxrss << 10
 	v := newVerifier(p, n)
-	if err := forLines(out, func(line []byte) { v.line(line) }); err != nil {
-		return s, err
-	}
+	err = sink.ReadLines(out, func(_ string, line []byte) { v.line(line) })
 	s.t = v.result()
-	return s, nil
+	return s, err
 }
 
 // runDaemonRotating sends n messages to an aggregator rotating every
@@ -429,38 +427,9 @@ func parseWrk(out string, r *downcaseResult) error {
 
 // verifyLog reads the live file and every backup, .gz included.
 func verifyLog(path string, p, n int) (tally, error) {
-	files, err := sink.Files(path)
-	if err != nil {
-		return tally{}, err
-	}
 	v := newVerifier(p, n)
-	for _, name := range files {
-		if err := forLines(name, func(line []byte) { v.line(payloadOf(line)) }); err != nil {
-			return tally{}, err
-		}
-	}
-	return v.result(), nil
-}
-
-func forLines(name string, fn func([]byte)) error {
-	rc, err := sink.Open(name)
-	if err != nil {
-		return err
-	}
-	defer rc.Close()
-	r := bufio.NewReaderSize(rc, 1<<20)
-	for {
-		line, err := r.ReadSlice('\n')
-		if len(line) > 0 {
-			fn(bytes.TrimSuffix(line, []byte{'\n'}))
-		}
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("%s: %w", name, err)
-		}
-	}
+	err := sink.ReadLines(path, func(_ string, line []byte) { v.line(payloadOf(line)) })
+	return v.result(), err
 }
 
 func waitFor(timeout, every time.Duration, cond func() bool) error {

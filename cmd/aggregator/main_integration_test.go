@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -73,12 +71,11 @@ type proc struct {
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := zmqtest.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 // command prepares the binary with a clean AGG_* environment: a log file in
@@ -236,29 +233,15 @@ func readMessages(t *testing.T, path string) (map[string]int, []string) {
 		t.Fatal(err)
 	}
 	seen := map[string]int{}
-	for _, name := range files {
-		rc, err := sink.Open(name)
-		if err != nil {
-			t.Fatal(err)
+	err = sink.ReadLines(path, func(file string, line []byte) {
+		m := textLine.FindSubmatch(line)
+		if m == nil {
+			t.Fatalf("%s: malformed line %q", file, line)
 		}
-		data, err := io.ReadAll(rc)
-		rc.Close()
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		if len(data) > 0 && data[len(data)-1] != '\n' {
-			t.Fatalf("%s ends in the middle of a line", name)
-		}
-		for _, line := range strings.Split(strings.TrimSuffix(string(data), "\n"), "\n") {
-			if line == "" {
-				continue
-			}
-			m := textLine.FindStringSubmatch(line)
-			if m == nil {
-				t.Fatalf("%s: malformed line %q", name, line)
-			}
-			seen[m[1]]++
-		}
+		seen[string(m[1])]++
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	return seen, files
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -13,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"aggregator/internal/zmqtest"
 )
 
 // TestWithAggregator is the README demo as a test: both real binaries,
@@ -153,12 +154,11 @@ func demo(t *testing.T, bin string, dcEnv, aggEnv []string) {
 
 func freeTCP(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := zmqtest.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 func fileHas(path, s string) bool {

@@ -1,8 +1,10 @@
 package sink
 
 import (
+	"bufio"
 	"compress/gzip"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -70,4 +72,43 @@ func Open(name string) (io.ReadCloser, error) {
 		io.Reader
 		io.Closer
 	}{zr, f}, nil
+}
+
+// ReadLines calls fn with every line of the log at path, oldest file
+// first, without its newline. The line is only valid during the call. A
+// file that does not end with a whole line is an error: the writer never
+// leaves one.
+func ReadLines(path string, fn func(file string, line []byte)) error {
+	files, err := Files(path)
+	if err != nil {
+		return err
+	}
+	for _, name := range files {
+		if err := readFileLines(name, fn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func readFileLines(name string, fn func(file string, line []byte)) error {
+	rc, err := Open(name)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	r := bufio.NewReaderSize(rc, 1<<20)
+	for {
+		line, err := r.ReadBytes('\n')
+		if err == io.EOF {
+			if len(line) > 0 {
+				return fmt.Errorf("%s ends in the middle of a line", name)
+			}
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		fn(name, line[:len(line)-1])
+	}
 }

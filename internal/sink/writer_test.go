@@ -1,9 +1,7 @@
 package sink
 
 import (
-	"bufio"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -110,29 +108,16 @@ func readSeqs(t *testing.T, path string) (map[int]int, []string) {
 		t.Fatal(err)
 	}
 	seen := map[int]int{}
-	for _, name := range files {
-		rc, err := Open(name)
-		if err != nil {
-			t.Fatal(err)
+	err = ReadLines(path, func(file string, line []byte) {
+		m := lineRE.FindSubmatch(line)
+		if m == nil {
+			t.Fatalf("%s: malformed line %q", file, line)
 		}
-		data, err := io.ReadAll(rc)
-		rc.Close()
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		if len(data) > 0 && data[len(data)-1] != '\n' {
-			t.Fatalf("%s does not end with a whole line", name)
-		}
-		sc := bufio.NewScanner(strings.NewReader(string(data)))
-		sc.Buffer(nil, 1<<20)
-		for sc.Scan() {
-			m := lineRE.FindStringSubmatch(sc.Text())
-			if m == nil {
-				t.Fatalf("%s: malformed line %q", name, sc.Text())
-			}
-			n, _ := strconv.Atoi(m[1])
-			seen[n]++
-		}
+		n, _ := strconv.Atoi(string(m[1]))
+		seen[n]++
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	return seen, files
 }

@@ -136,15 +136,21 @@ func (p *Publisher) Send(frames ...[]byte) error {
 // Close closes the socket, waiting up to its linger for queued messages.
 func (p *Publisher) Close() error { return p.sock.Close() }
 
-// FreeTCPEndpoint returns tcp://127.0.0.1:PORT with a port that was free a
-// moment ago, for a daemon that must bind it itself.
-func FreeTCPEndpoint() (string, error) {
+// FreeAddr returns 127.0.0.1:PORT with a port that was free a moment ago,
+// for a server that must bind it itself.
+func FreeAddr() (string, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
 	}
 	defer l.Close()
-	return "tcp://" + l.Addr().String(), nil
+	return l.Addr().String(), nil
+}
+
+// FreeTCPEndpoint is FreeAddr as a ZeroMQ endpoint, tcp://127.0.0.1:PORT.
+func FreeTCPEndpoint() (string, error) {
+	addr, err := FreeAddr()
+	return "tcp://" + addr, err
 }
 
 func firstErr(errs ...error) error {
