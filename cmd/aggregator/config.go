@@ -162,11 +162,7 @@ func (c *Config) checkEnvironment() error {
 	problems := envconf.NewProblems(envPrefix)
 	problems.AddErr("LOG_FILE", checkLogDir(c.LogFile))
 	_, _, err := c.curveKeys()
-	var ke *keyError
-	if errors.As(err, &ke) {
-		problems.AddErr(ke.key, ke.err)
-	}
-	return problems.Err()
+	return errors.Join(problems.Err(), err)
 }
 
 func checkLogDir(path string) error {
@@ -187,32 +183,19 @@ func checkLogDir(path string) error {
 	return nil
 }
 
-// keyError names the variable whose key file is bad.
-type keyError struct {
-	key string
-	err error
-}
-
-func (e *keyError) Error() string { return envName(e.key) + ": " + e.err.Error() }
-
-// curveKeys loads the CurveZMQ identity and the publishers' public key,
-// each nil/empty when not configured.
+// curveKeys loads the CurveZMQ identity and the publishers' public key;
+// an error names the variable of the bad file.
 func (c *Config) curveKeys() (*curve.Identity, string, error) {
-	if c.CurveSecretKeyFile == "" {
-		return nil, "", nil
+	id, server, err := curve.Load(c.CurveSecretKeyFile, c.CurveServerPublicKeyFile)
+	var kf *curve.KeyFileError
+	if errors.As(err, &kf) {
+		name := "CURVE_SECRET_KEY_FILE"
+		if kf.ServerPublic {
+			name = "CURVE_SERVER_PUBLIC_KEY_FILE"
+		}
+		return nil, "", fmt.Errorf("%s: %w", envName(name), kf.Err)
 	}
-	id, err := curve.LoadSecret(c.CurveSecretKeyFile)
-	if err != nil {
-		return nil, "", &keyError{"CURVE_SECRET_KEY_FILE", err}
-	}
-	if c.CurveServerPublicKeyFile == "" {
-		return &id, "", nil
-	}
-	server, err := curve.LoadPublic(c.CurveServerPublicKeyFile)
-	if err != nil {
-		return nil, "", &keyError{"CURVE_SERVER_PUBLIC_KEY_FILE", err}
-	}
-	return &id, server, nil
+	return id, server, err
 }
 
 // Location is the time zone of the timestamps.

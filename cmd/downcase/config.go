@@ -86,23 +86,18 @@ func (c *Config) Validate() error {
 	return problems.Err()
 }
 
-// curveKeys loads the configured keys; the error names the variable.
+// curveKeys loads the configured keys; an error names the variable.
 func (c *Config) curveKeys() (*curve.Identity, string, error) {
-	if c.CurveSecretKeyFile == "" {
-		return nil, "", nil
+	id, server, err := curve.Load(c.CurveSecretKeyFile, c.CurveServerPublicKeyFile)
+	var kf *curve.KeyFileError
+	if errors.As(err, &kf) {
+		name := "CURVE_SECRET_KEY_FILE"
+		if kf.ServerPublic {
+			name = "CURVE_SERVER_PUBLIC_KEY_FILE"
+		}
+		return nil, "", fmt.Errorf("%s_%s: %w", envPrefix, name, kf.Err)
 	}
-	id, err := curve.LoadSecret(c.CurveSecretKeyFile)
-	if err != nil {
-		return nil, "", fmt.Errorf("%s_CURVE_SECRET_KEY_FILE: %w", envPrefix, err)
-	}
-	if c.CurveServerPublicKeyFile == "" {
-		return &id, "", nil
-	}
-	server, err := curve.LoadPublic(c.CurveServerPublicKeyFile)
-	if err != nil {
-		return nil, "", fmt.Errorf("%s_CURVE_SERVER_PUBLIC_KEY_FILE: %w", envPrefix, err)
-	}
-	return &id, server, nil
+	return id, server, err
 }
 
 func printUsage(w io.Writer) {
