@@ -60,6 +60,7 @@ func main() {
 	flag.IntVar(&c.wrkConns, "wrk-conns", 64, "wrk connections")
 	flag.BoolVar(&c.skipDC, "skip-downcase", false, "skip the downcase run")
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "save a 1 s CPU profile of the daemon during each peak run to this file")
+	flag.BoolVar(&memDetail, "mem", false, "print the daemon's memory (RSS by kind, Go heap) after each peak run")
 	flag.StringVar(&c.only, "only", "", "run only one part: peak, rotate, latency or downcase")
 	flag.Parse()
 	if *smoke {

@@ -76,16 +76,8 @@ func runDaemonPeak(bins binaries, p, n, size int) (sample, error) {
 	cpu1, _ := cpuSeconds(pid)
 	s.cpu = cpu1 - cpu0
 	s.rss, _ = peakRSS(pid)
-	if os.Getenv("BENCH_DEBUG") != "" {
-		data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-		for _, l := range strings.Split(string(data), "\n") {
-			if strings.HasPrefix(l, "Rss") || strings.HasPrefix(l, "VmHWM") || strings.HasPrefix(l, "Threads") {
-				fmt.Fprintln(os.Stderr, l)
-			}
-		}
-		for _, m := range []string{"go_memstats_heap_sys_bytes", "go_memstats_heap_inuse_bytes", "go_memstats_sys_bytes", "go_memstats_stack_sys_bytes", "go_gc_duration_seconds_count"} {
-			fmt.Fprintln(os.Stderr, m, d.metric(m))
-		}
+	if memDetail {
+		printMemory(pid, d)
 	}
 	<-profiled
 	if err := d.stop(); err != nil {
@@ -93,6 +85,22 @@ func runDaemonPeak(bins binaries, p, n, size int) (sample, error) {
 	}
 	s.t, err = verifyLog(d.log, p, n)
 	return s, err
+}
+
+// memDetail, set by -mem, prints where the daemon's memory is after each
+// peak run.
+var memDetail bool
+
+func printMemory(pid int, d *daemon) {
+	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(l, "Rss") || strings.HasPrefix(l, "VmHWM") {
+			fmt.Fprintln(os.Stderr, l)
+		}
+	}
+	for _, m := range []string{"go_memstats_heap_sys_bytes", "go_memstats_heap_inuse_bytes", "go_memstats_sys_bytes"} {
+		fmt.Fprintln(os.Stderr, m, d.metric(m))
+	}
 }
 
 // cpuProfile, when set by -cpuprofile, is where the daemon's CPU profile

@@ -37,9 +37,14 @@ const (
 // plainWord reports whether all eight bytes of w are plain ASCII: none
 // below 0x20, none with the high bit set, no DEL and no backslash.
 func plainWord(w uint64) bool {
-	hasLess := func(x uint64, n uint64) uint64 { return (x - lsb*n) & ^x & msb }
-	hasZero := func(x uint64) uint64 { return (x - lsb) & ^x & msb }
-	return (w&msb)|hasLess(w, 0x20)|hasZero(w^(lsb*0x7F))|hasZero(w^(lsb*'\\')) == 0
+	// A byte is zero in x exactly where (x-1) borrows into its high bit
+	// while the byte itself had it clear: (x - lsb) &^ x & msb.
+	less := (w - lsb*0x20) &^ w // high bit where a byte < 0x20
+	del := w ^ (lsb * 0x7F)     // zero byte where w has DEL
+	bs := w ^ (lsb * '\\')      // zero byte where w has a backslash
+	del = (del - lsb) &^ del
+	bs = (bs - lsb) &^ bs
+	return (w|less|del|bs)&msb == 0 // w&msb: any byte >= 0x80
 }
 
 // plainRun is the length of the run of plain ASCII at the start of src,
