@@ -81,7 +81,8 @@ static int agg_recv_batch(void *sock, unsigned char *buf, size_t cap, int max_ms
 				size_t keep = len <= budget ? len : budget;
 				uint32_t l32 = (uint32_t)keep;
 				memcpy(rec + p, &l32, 4);
-				memcpy(rec + p + 4, zmq_msg_data(&msg), keep);
+				if (keep > 0)
+					memcpy(rec + p + 4, zmq_msg_data(&msg), keep);
 				p += 4 + keep;
 				budget -= keep;
 				frames++;

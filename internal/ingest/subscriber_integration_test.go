@@ -213,6 +213,22 @@ func TestConnectAndBindAtOnce(t *testing.T) {
 	}
 }
 
+func TestIPCEndpoints(t *testing.T) {
+	r := newRig(t)
+	ep := "ipc://" + t.TempDir() + "/aggregator.sock"
+	r.add(Options{Endpoint: ep, Bind: true})
+	r.start()
+	p, err := zmqtest.Connect(ep)
+	p = mustPub(t, p, err)
+	if err := p.WaitSubscribed(1, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	send(t, p, "over a unix socket")
+	if recs := r.waitCount(1); string(recs[0].Frames[0]) != "over a unix socket" {
+		t.Fatalf("got %q", recs[0].Frames)
+	}
+}
+
 func TestTopicFilter(t *testing.T) {
 	r := newRig(t)
 	p, err := zmqtest.Bind()
