@@ -44,6 +44,7 @@ type Config struct {
 	QueueBatches    int `envconfig:"QUEUE_BATCHES" default:"16" desc:"batches (up to 256 messages or 32 KiB each) queued between receiving and writing"`
 
 	CurveSecretKeyFile       string `envconfig:"CURVE_SECRET_KEY_FILE" desc:"file with this daemon's CurveZMQ secret key (aggregator -curve-keygen makes one); bind endpoints then accept only encrypted CurveZMQ publishers, who need the matching .public file"`
+	CurveAllowedKeysFile     string `envconfig:"CURVE_ALLOWED_KEYS_FILE" desc:"file of publisher public keys (one per line, or their .public files concatenated) allowed on CurveZMQ bind endpoints; empty allows any publisher that knows the daemon's public key"`
 	CurveServerPublicKeyFile string `envconfig:"CURVE_SERVER_PUBLIC_KEY_FILE" desc:"file with the CurveZMQ public key of the publishers the daemon connects to; connect endpoints then use CurveZMQ (needs AGG_CURVE_SECRET_KEY_FILE too)"`
 
 	HTTPAddr  string `envconfig:"HTTP_ADDR" default:"127.0.0.1:9780" desc:"host:port of the HTTP server for /metrics, /-/healthy and /-/ready"`
@@ -129,6 +130,9 @@ func (c *Config) Validate() error {
 	if c.CurveServerPublicKeyFile != "" && c.CurveSecretKeyFile == "" {
 		bad("CURVE_SECRET_KEY_FILE", "needed with AGG_CURVE_SERVER_PUBLIC_KEY_FILE: a CurveZMQ client has a key pair of its own")
 	}
+	if c.CurveAllowedKeysFile != "" && c.CurveSecretKeyFile == "" {
+		bad("CURVE_SECRET_KEY_FILE", "needed with AGG_CURVE_ALLOWED_KEYS_FILE: only CurveZMQ bind endpoints check keys")
+	}
 	if c.HTTPAddr != "" {
 		if _, port, err := net.SplitHostPort(c.HTTPAddr); err != nil || port == "" {
 			bad("HTTP_ADDR", "%q: want host:port, e.g. 127.0.0.1:9780", c.HTTPAddr)
@@ -162,7 +166,8 @@ func (c *Config) checkEnvironment() error {
 	problems := envconf.NewProblems(envPrefix)
 	problems.AddErr("LOG_FILE", checkLogDir(c.LogFile))
 	_, _, err := c.curveKeys()
-	return errors.Join(problems.Err(), err)
+	_, aerr := c.allowedKeys()
+	return errors.Join(problems.Err(), err, aerr)
 }
 
 func checkLogDir(path string) error {
@@ -196,6 +201,19 @@ func (c *Config) curveKeys() (*curve.Identity, string, error) {
 		return nil, "", fmt.Errorf("%s: %w", envName(name), kf.Err)
 	}
 	return id, server, err
+}
+
+// allowedKeys loads the publishers' keys allowed on CurveZMQ bind
+// endpoints; nil means any.
+func (c *Config) allowedKeys() ([]string, error) {
+	if c.CurveAllowedKeysFile == "" {
+		return nil, nil
+	}
+	keys, err := curve.LoadAllowed(c.CurveAllowedKeysFile)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", envName("CURVE_ALLOWED_KEYS_FILE"), err)
+	}
+	return keys, nil
 }
 
 // Location is the time zone of the timestamps.
@@ -236,7 +254,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("max_size_mb", c.MaxSizeMB), slog.Int("max_backups", c.MaxBackups), slog.Int("max_age_days", c.MaxAgeDays),
 		slog.Bool("compress", c.Compress), slog.Duration("rotate_every", c.RotateEvery), slog.Duration("flush_interval", c.FlushInterval),
 		slog.Int("rcvhwm", c.RcvHWM), slog.Int("max_message_bytes", c.MaxMessageBytes), slog.Int("queue_batches", c.QueueBatches),
-		slog.String("curve_secret_key_file", c.CurveSecretKeyFile), slog.String("curve_server_public_key_file", c.CurveServerPublicKeyFile),
+		slog.String("curve_secret_key_file", c.CurveSecretKeyFile), slog.String("curve_allowed_keys_file", c.CurveAllowedKeysFile), slog.String("curve_server_public_key_file", c.CurveServerPublicKeyFile),
 		slog.String("http_addr", c.HTTPAddr),
 	)
 }

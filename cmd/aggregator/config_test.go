@@ -60,7 +60,7 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 	}
 	for _, v := range knownVariables() {
 		switch v {
-		case "AGG_TOPICS", "AGG_COMPRESS", "AGG_CURVE_SERVER_PUBLIC_KEY_FILE":
+		case "AGG_TOPICS", "AGG_COMPRESS", "AGG_CURVE_SERVER_PUBLIC_KEY_FILE", "AGG_CURVE_ALLOWED_KEYS_FILE":
 			continue // any prefixes and any parsed boolean are valid; key files are read by checkEnvironment
 		}
 		if !containsLine(err.Error(), v+":") {

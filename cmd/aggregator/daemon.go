@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"aggregator/internal/curve"
 	"aggregator/internal/ingest"
 	"aggregator/internal/sdnotify"
 	"aggregator/internal/sink"
@@ -46,6 +47,7 @@ type daemon struct {
 	writer   *sink.Writer
 	listener net.Listener
 	server   *http.Server
+	auth     *curve.Authenticator // nil unless AGG_CURVE_ALLOWED_KEYS_FILE
 	notify   *sdnotify.Notifier
 	watchdog time.Duration
 
@@ -97,8 +99,18 @@ func newDaemon(cfg Config, log *slog.Logger, getenv func(string) string) (d *dae
 	if err != nil {
 		return d, err
 	}
+	allowed, err := cfg.allowedKeys()
+	if err != nil {
+		return d, err
+	}
 	if d.zctx, err = zmq.NewContext(); err != nil {
 		return d, fmt.Errorf("zmq context: %w", err)
+	}
+	if allowed != nil {
+		// The handler must be bound before any socket takes a connection.
+		if d.auth, err = curve.NewAuthenticator(d.zctx, allowed, log.With("component", "auth")); err != nil {
+			return d, fmt.Errorf("CurveZMQ authenticator: %w", err)
+		}
 	}
 	ilog := log.With("component", "ingest")
 	add := func(ep string, bind bool) error {
@@ -215,6 +227,13 @@ func (d *daemon) Run(ctx context.Context, hup <-chan struct{}) error {
 		go func() { httpDone <- d.server.Serve(d.listener) }()
 	}
 	stopWatchdog := d.startWatchdog()
+	authCtx, stopAuth := context.WithCancel(context.Background())
+	authDone := make(chan struct{})
+	if d.auth != nil {
+		go func() { d.auth.Run(authCtx); close(authDone) }()
+	} else {
+		close(authDone)
+	}
 
 	d.running.Store(true)
 	d.notify.Send(sdnotify.Ready)
@@ -251,6 +270,9 @@ func (d *daemon) Run(ctx context.Context, hup <-chan struct{}) error {
 			errs = append(errs, err)
 		}
 	}
+	stopAuth() // after the subscribers: a handshake may need it until then
+	<-authDone
+	d.auth = nil
 	if d.server != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), httpShutdownWait)
 		d.server.Shutdown(sctx)
@@ -314,6 +336,9 @@ func (d *daemon) close() {
 	}
 	for _, s := range d.subs {
 		s.Close()
+	}
+	if d.auth != nil {
+		d.auth.Close() // Run never started
 	}
 	if d.server != nil {
 		d.server.Close()

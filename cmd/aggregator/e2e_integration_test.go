@@ -527,3 +527,53 @@ func TestCurveBind(t *testing.T) {
 		t.Fatalf("lines: %v", seen)
 	}
 }
+
+// TestCurveAllowList: with AGG_CURVE_ALLOWED_KEYS_FILE, a publisher whose
+// key is not listed is refused even though it knows the daemon's key.
+func TestCurveAllowList(t *testing.T) {
+	dir := t.TempDir()
+	daemonSecret, daemonPublicPath, err := curve.Keygen(filepath.Join(dir, "aggregator"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	daemonPublic, _ := curve.LoadPublic(daemonPublicPath)
+	goodSecret, goodPublic, _ := curve.Keygen(filepath.Join(dir, "good"))
+	badSecret, _, _ := curve.Keygen(filepath.Join(dir, "bad"))
+	good, _ := curve.LoadSecret(goodSecret)
+	bad, _ := curve.LoadSecret(badSecret)
+
+	_, bindEP := publishers(t)
+	p := startAgg(t, map[string]string{
+		"AGG_BIND":                    bindEP,
+		"AGG_CURVE_SECRET_KEY_FILE":   daemonSecret,
+		"AGG_CURVE_ALLOWED_KEYS_FILE": goodPublic,
+	})
+	refused, err := zmqtest.ConnectCurve(bindEP, &bad, daemonPublic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer refused.Close()
+	allowed, err := zmqtest.ConnectCurve(bindEP, &good, daemonPublic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer allowed.Close()
+	subscribed(t, allowed)
+	if err := refused.WaitSubscribed(1, 300*time.Millisecond); err == nil {
+		t.Fatal("a publisher whose key is not listed completed the handshake")
+	}
+	refused.Send([]byte("refused"))
+	allowed.Send([]byte("allowed"))
+	p.waitMetric("aggregator_lines_written_total", 1)
+	p.waitMetric(`aggregator_connection_events_total{endpoint="`+bindEP+`",event="handshake_failed"}`, 1)
+	if code := p.stop(); code != 0 {
+		t.Fatalf("exit status %d", code)
+	}
+	seen, _ := readMessages(t, p.log)
+	if seen["allowed"] != 1 || len(seen) != 1 {
+		t.Fatalf("lines: %v", seen)
+	}
+	if !strings.Contains(p.stderr.String(), "CurveZMQ peer refused") {
+		t.Error("the refusal was not logged")
+	}
+}

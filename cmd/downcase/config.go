@@ -22,6 +22,7 @@ type Config struct {
 	PubConnect               []string      `envconfig:"PUB_CONNECT" desc:"comma-separated endpoints the PUB socket connects to (an aggregator's AGG_BIND)"`
 	Topic                    string        `envconfig:"TOPIC" desc:"if set, each message is sent as two frames: this topic, then the text"`
 	CurveSecretKeyFile       string        `envconfig:"CURVE_SECRET_KEY_FILE" desc:"file with this service's CurveZMQ secret key (downcase -curve-keygen makes one); bind endpoints then accept only CurveZMQ subscribers"`
+	CurveAllowedKeysFile     string        `envconfig:"CURVE_ALLOWED_KEYS_FILE" desc:"file of subscriber public keys allowed on CurveZMQ bind endpoints; empty allows any subscriber that knows this service's public key"`
 	CurveServerPublicKeyFile string        `envconfig:"CURVE_SERVER_PUBLIC_KEY_FILE" desc:"file with the CurveZMQ public key of the aggregator that DOWNCASE_PUB_CONNECT reaches (its AGG_CURVE_SECRET_KEY_FILE's .public); needs DOWNCASE_CURVE_SECRET_KEY_FILE"`
 	MaxParamBytes            int           `envconfig:"MAX_PARAM_BYTES" default:"4096" desc:"longest accepted param, in bytes; longer gets 414"`
 	QueueLength              int           `envconfig:"QUEUE_LENGTH" default:"10000" desc:"messages waiting for the publisher; when full, a message is dropped and counted, and the request still succeeds"`
@@ -62,6 +63,9 @@ func (c *Config) Validate() error {
 	}
 	if c.CurveServerPublicKeyFile != "" && c.CurveSecretKeyFile == "" {
 		bad("CURVE_SECRET_KEY_FILE", "needed with DOWNCASE_CURVE_SERVER_PUBLIC_KEY_FILE: a CurveZMQ client has a key pair of its own")
+	}
+	if c.CurveAllowedKeysFile != "" && c.CurveSecretKeyFile == "" {
+		bad("CURVE_SECRET_KEY_FILE", "needed with DOWNCASE_CURVE_ALLOWED_KEYS_FILE: only CurveZMQ bind endpoints check keys")
 	}
 	// One socket does all binds and connects: with a key, every endpoint
 	// is encrypted, so connects need the server's public key.
@@ -115,3 +119,16 @@ Usage: downcase [-check-config | -version | -help]
 }
 
 func knownVariables() []string { return envconf.Keys(envPrefix, &Config{}) }
+
+// allowedKeys loads the subscribers' keys allowed on CurveZMQ bind
+// endpoints; nil means any.
+func (c *Config) allowedKeys() ([]string, error) {
+	if c.CurveAllowedKeysFile == "" {
+		return nil, nil
+	}
+	keys, err := curve.LoadAllowed(c.CurveAllowedKeysFile)
+	if err != nil {
+		return nil, fmt.Errorf("%s_CURVE_ALLOWED_KEYS_FILE: %w", envPrefix, err)
+	}
+	return keys, nil
+}

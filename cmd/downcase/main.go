@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"aggregator/internal/cli"
+	"aggregator/internal/curve"
 	"aggregator/internal/sdnotify"
 )
 
@@ -48,7 +49,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	cfg, err := loadConfig()
 	if err == nil {
-		_, _, err = cfg.curveKeys()
+		_, _, kerr := cfg.curveKeys()
+		_, aerr := cfg.allowedKeys()
+		err = errors.Join(kerr, aerr)
 	}
 	if err != nil {
 		return cli.ReportConfig("downcase", err, stderr)
@@ -86,6 +89,7 @@ type service struct {
 	log      *slog.Logger
 	zctx     *zmq.Context
 	pub      *publisher
+	auth     *curve.Authenticator // nil unless DOWNCASE_CURVE_ALLOWED_KEYS_FILE
 	listener net.Listener
 	server   *http.Server
 	stopping chan struct{}
@@ -103,8 +107,17 @@ func newService(cfg Config, log *slog.Logger) (_ *service, err error) {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewBuildInfoCollector())
 
+	allowed, err := cfg.allowedKeys()
+	if err != nil {
+		return nil, err
+	}
 	if s.zctx, err = zmq.NewContext(); err != nil {
 		return nil, fmt.Errorf("zmq context: %w", err)
+	}
+	if allowed != nil {
+		if s.auth, err = curve.NewAuthenticator(s.zctx, allowed, log.With("component", "auth")); err != nil {
+			return nil, fmt.Errorf("CurveZMQ authenticator: %w", err)
+		}
 	}
 	var queueLen func() float64 = func() float64 { return 0 }
 	m := newPubMetrics(reg, func() float64 { return queueLen() })
@@ -154,6 +167,13 @@ func (s *service) Addr() string { return s.listener.Addr().String() }
 // requests finish, sends what is queued (bounded by the linger) and exits.
 func (s *service) Run(ctx context.Context, notify *sdnotify.Notifier) error {
 	go s.pub.run()
+	authCtx, stopAuth := context.WithCancel(context.Background())
+	authDone := make(chan struct{})
+	if s.auth != nil {
+		go func() { s.auth.Run(authCtx); close(authDone) }()
+	} else {
+		close(authDone)
+	}
 	served := make(chan error, 1)
 	go func() { served <- s.server.Serve(s.listener) }()
 	notify.Send(sdnotify.Ready)
@@ -172,6 +192,8 @@ func (s *service) Run(ctx context.Context, notify *sdnotify.Notifier) error {
 		err = errors.Join(err, fmt.Errorf("http shutdown: %w", serr))
 	}
 	s.pub.close()
+	stopAuth()
+	<-authDone
 	s.zctx.Term()
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
@@ -186,6 +208,9 @@ func (s *service) closeAll() {
 	}
 	if s.pub != nil {
 		s.pub.sock.Close()
+	}
+	if s.auth != nil {
+		s.auth.Close()
 	}
 	if s.zctx != nil {
 		s.zctx.Term()

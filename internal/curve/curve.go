@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	zmq "github.com/pebbe/zmq4"
 )
@@ -25,7 +24,7 @@ type Identity struct {
 
 // LoadSecret reads a secret key file and derives the public key.
 func LoadSecret(path string) (Identity, error) {
-	secret, err := readKey(path)
+	secret, err := readKey(path, "secret-key")
 	if err != nil {
 		return Identity{}, err
 	}
@@ -37,9 +36,11 @@ func LoadSecret(path string) (Identity, error) {
 }
 
 // LoadPublic reads a public key file.
-func LoadPublic(path string) (string, error) { return readKey(path) }
+func LoadPublic(path string) (string, error) { return readKey(path, "public-key") }
 
-func readKey(path string) (string, error) {
+// readKey returns the key named want (a zcert file holds both keys of a
+// secret certificate), or else the first bare key.
+func readKey(path, want string) (string, error) {
 	if !zmq.HasCurve() {
 		return "", errors.New("this libzmq was built without CurveZMQ")
 	}
@@ -48,24 +49,26 @@ func readKey(path string) (string, error) {
 		return "", err
 	}
 	defer f.Close()
+	bare := ""
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
+		name, key, ok, err := parseKeyLine(sc.Text())
+		switch {
+		case err != nil:
+			return "", fmt.Errorf("%s: %w", path, err)
+		case ok && name == want:
+			return key, nil
+		case ok && name == "" && bare == "":
+			bare = key
 		}
-		if _, v, ok := strings.Cut(line, "="); ok {
-			line = strings.Trim(strings.TrimSpace(v), `"`)
-		}
-		if len(line) != 40 || strings.Trim(line, z85Alphabet) != "" {
-			return "", fmt.Errorf("%s: not a Z85 CurveZMQ key (40 characters)", path)
-		}
-		return line, nil
 	}
 	if err := sc.Err(); err != nil {
 		return "", err
 	}
-	return "", fmt.Errorf("%s: no key in the file", path)
+	if bare == "" {
+		return "", fmt.Errorf("%s: no %s in the file", path, want)
+	}
+	return bare, nil
 }
 
 // Server makes sock a CurveZMQ server with id: every peer must encrypt,
