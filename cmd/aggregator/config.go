@@ -43,9 +43,7 @@ type Config struct {
 	MaxMessageBytes int `envconfig:"MAX_MESSAGE_BYTES" default:"65536" desc:"longest message kept, all frames together; a longer one is truncated to it and counted in aggregator_messages_truncated_total"`
 	QueueBatches    int `envconfig:"QUEUE_BATCHES" default:"16" desc:"batches (up to 256 messages or 32 KiB each) queued between receiving and writing"`
 
-	CurveSecretKeyFile       string `envconfig:"CURVE_SECRET_KEY_FILE" desc:"file with this daemon's CurveZMQ secret key (aggregator -curve-keygen makes one); bind endpoints then accept only encrypted CurveZMQ publishers, who need the matching .public file"`
-	CurveAllowedKeysFile     string `envconfig:"CURVE_ALLOWED_KEYS_FILE" desc:"file of publisher public keys (one per line, or their .public files concatenated) allowed on CurveZMQ bind endpoints; empty allows any publisher that knows the daemon's public key"`
-	CurveServerPublicKeyFile string `envconfig:"CURVE_SERVER_PUBLIC_KEY_FILE" desc:"file with the CurveZMQ public key of the publishers the daemon connects to; connect endpoints then use CurveZMQ (needs AGG_CURVE_SECRET_KEY_FILE too)"`
+	curve.KeyFiles
 
 	HTTPAddr  string `envconfig:"HTTP_ADDR" default:"127.0.0.1:9780" desc:"host:port of the HTTP server for /metrics, /-/healthy and /-/ready"`
 	LogLevel  string `envconfig:"LOG_LEVEL" default:"info" desc:"daemon log level on stderr: debug, info, warn or error"`
@@ -127,12 +125,7 @@ func (c *Config) Validate() error {
 	if c.QueueBatches < 1 {
 		bad("QUEUE_BATCHES", "%d: must be at least 1", c.QueueBatches)
 	}
-	if c.CurveServerPublicKeyFile != "" && c.CurveSecretKeyFile == "" {
-		bad("CURVE_SECRET_KEY_FILE", "needed with AGG_CURVE_SERVER_PUBLIC_KEY_FILE: a CurveZMQ client has a key pair of its own")
-	}
-	if c.CurveAllowedKeysFile != "" && c.CurveSecretKeyFile == "" {
-		bad("CURVE_SECRET_KEY_FILE", "needed with AGG_CURVE_ALLOWED_KEYS_FILE: only CurveZMQ bind endpoints check keys")
-	}
+	c.KeyFiles.Validate(problems)
 	if c.HTTPAddr != "" {
 		if _, port, err := net.SplitHostPort(c.HTTPAddr); err != nil || port == "" {
 			bad("HTTP_ADDR", "%q: want host:port, e.g. 127.0.0.1:9780", c.HTTPAddr)
@@ -165,9 +158,8 @@ func dupes(items []string) []string {
 func (c *Config) checkEnvironment() error {
 	problems := envconf.NewProblems(envPrefix)
 	problems.AddErr("LOG_FILE", checkLogDir(c.LogFile))
-	_, _, err := c.curveKeys()
-	_, aerr := c.allowedKeys()
-	return errors.Join(problems.Err(), err, aerr)
+	_, err := c.KeyFiles.Load(envPrefix)
+	return errors.Join(problems.Err(), err)
 }
 
 func checkLogDir(path string) error {
@@ -186,34 +178,6 @@ func checkLogDir(path string) error {
 		return fmt.Errorf("%s is a directory", path)
 	}
 	return nil
-}
-
-// curveKeys loads the CurveZMQ identity and the publishers' public key;
-// an error names the variable of the bad file.
-func (c *Config) curveKeys() (*curve.Identity, string, error) {
-	id, server, err := curve.Load(c.CurveSecretKeyFile, c.CurveServerPublicKeyFile)
-	var kf *curve.KeyFileError
-	if errors.As(err, &kf) {
-		name := "CURVE_SECRET_KEY_FILE"
-		if kf.ServerPublic {
-			name = "CURVE_SERVER_PUBLIC_KEY_FILE"
-		}
-		return nil, "", fmt.Errorf("%s: %w", envName(name), kf.Err)
-	}
-	return id, server, err
-}
-
-// allowedKeys loads the publishers' keys allowed on CurveZMQ bind
-// endpoints; nil means any.
-func (c *Config) allowedKeys() ([]string, error) {
-	if c.CurveAllowedKeysFile == "" {
-		return nil, nil
-	}
-	keys, err := curve.LoadAllowed(c.CurveAllowedKeysFile)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", envName("CURVE_ALLOWED_KEYS_FILE"), err)
-	}
-	return keys, nil
 }
 
 // Location is the time zone of the timestamps.
@@ -254,7 +218,8 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("max_size_mb", c.MaxSizeMB), slog.Int("max_backups", c.MaxBackups), slog.Int("max_age_days", c.MaxAgeDays),
 		slog.Bool("compress", c.Compress), slog.Duration("rotate_every", c.RotateEvery), slog.Duration("flush_interval", c.FlushInterval),
 		slog.Int("rcvhwm", c.RcvHWM), slog.Int("max_message_bytes", c.MaxMessageBytes), slog.Int("queue_batches", c.QueueBatches),
-		slog.String("curve_secret_key_file", c.CurveSecretKeyFile), slog.String("curve_allowed_keys_file", c.CurveAllowedKeysFile), slog.String("curve_server_public_key_file", c.CurveServerPublicKeyFile),
+		slog.String("curve_secret_key_file", c.SecretKeyFile), slog.String("curve_allowed_keys_file", c.AllowedKeysFile),
+		slog.String("curve_server_public_key_file", c.ServerPublicKeyFile),
 		slog.String("http_addr", c.HTTPAddr),
 	)
 }

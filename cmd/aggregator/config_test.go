@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"aggregator/internal/curve"
 	"aggregator/internal/envconf"
 )
 
@@ -52,7 +53,7 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 		Connect: []string{"tcp://*:1"}, Bind: []string{"udp://x:1"}, LogFile: "", Format: "xml", TimeZone: "Mars/Olympus",
 		MaxSizeMB: 0, MaxBackups: -1, MaxAgeDays: -1, RotateEvery: 1, FlushInterval: 0, RcvHWM: -1,
 		MaxMessageBytes: 0, QueueBatches: 0, HTTPAddr: "9780", LogLevel: "loud", LogFormat: "xml",
-		CurveServerPublicKeyFile: "/etc/aggregator/publishers.public", // without a secret key of our own
+		KeyFiles: curve.KeyFiles{ServerPublicKeyFile: "/etc/aggregator/publishers.public"}, // without a secret key of our own
 	}
 	err := cfg.Validate()
 	if err == nil {

@@ -95,20 +95,16 @@ func newDaemon(cfg Config, log *slog.Logger, getenv func(string) string) (d *dae
 	}
 
 	// Inputs.
-	curveID, curveServer, err := cfg.curveKeys()
-	if err != nil {
-		return d, err
-	}
-	allowed, err := cfg.allowedKeys()
+	keys, err := cfg.KeyFiles.Load(envPrefix)
 	if err != nil {
 		return d, err
 	}
 	if d.zctx, err = zmq.NewContext(); err != nil {
 		return d, fmt.Errorf("zmq context: %w", err)
 	}
-	if allowed != nil {
+	if keys.Allowed != nil {
 		// The handler must be bound before any socket takes a connection.
-		if d.auth, err = curve.NewAuthenticator(d.zctx, allowed, log.With("component", "auth")); err != nil {
+		if d.auth, err = curve.NewAuthenticator(d.zctx, keys.Allowed, log.With("component", "auth")); err != nil {
 			return d, fmt.Errorf("CurveZMQ authenticator: %w", err)
 		}
 	}
@@ -121,8 +117,8 @@ func newDaemon(cfg Config, log *slog.Logger, getenv func(string) string) (d *dae
 			RcvHWM:          cfg.RcvHWM,
 			MaxMessageBytes: cfg.MaxMessageBytes,
 			WantPeer:        format.NeedsPeer(),
-			Curve:           curveID,
-			CurveServer:     curveServer,
+			Curve:           keys.ID,
+			CurveServer:     keys.Server,
 		}, d.queue, im, ilog)
 		if err != nil {
 			return err

@@ -17,19 +17,17 @@ const envPrefix = "DOWNCASE"
 
 // Config is read from DOWNCASE_* variables; `downcase -help` prints them.
 type Config struct {
-	HTTPAddr                 string        `envconfig:"HTTP_ADDR" default:":5000" desc:"host:port the HTTP API listens on (also serves /metrics, /-/healthy, /-/ready)"`
-	PubBind                  []string      `envconfig:"PUB_BIND" default:"tcp://*:4444" desc:"comma-separated endpoints the PUB socket binds (subscribers such as aggregator connect here); empty for none"`
-	PubConnect               []string      `envconfig:"PUB_CONNECT" desc:"comma-separated endpoints the PUB socket connects to (an aggregator's AGG_BIND)"`
-	Topic                    string        `envconfig:"TOPIC" desc:"if set, each message is sent as two frames: this topic, then the text"`
-	CurveSecretKeyFile       string        `envconfig:"CURVE_SECRET_KEY_FILE" desc:"file with this service's CurveZMQ secret key (downcase -curve-keygen makes one); bind endpoints then accept only CurveZMQ subscribers"`
-	CurveAllowedKeysFile     string        `envconfig:"CURVE_ALLOWED_KEYS_FILE" desc:"file of subscriber public keys allowed on CurveZMQ bind endpoints; empty allows any subscriber that knows this service's public key"`
-	CurveServerPublicKeyFile string        `envconfig:"CURVE_SERVER_PUBLIC_KEY_FILE" desc:"file with the CurveZMQ public key of the aggregator that DOWNCASE_PUB_CONNECT reaches (its AGG_CURVE_SECRET_KEY_FILE's .public); needs DOWNCASE_CURVE_SECRET_KEY_FILE"`
-	MaxParamBytes            int           `envconfig:"MAX_PARAM_BYTES" default:"4096" desc:"longest accepted param, in bytes; longer gets 414"`
-	QueueLength              int           `envconfig:"QUEUE_LENGTH" default:"10000" desc:"messages waiting for the publisher; when full, a message is dropped and counted, and the request still succeeds"`
-	SndHWM                   int           `envconfig:"SNDHWM" default:"100000" desc:"ZeroMQ send high-water mark per subscriber, in messages (0 means no limit)"`
-	Linger                   time.Duration `envconfig:"LINGER" default:"2s" desc:"on stop, how long queued messages may take to reach subscribers"`
-	LogLevel                 string        `envconfig:"LOG_LEVEL" default:"info" desc:"log level on stderr: debug, info, warn or error"`
-	LogFormat                string        `envconfig:"LOG_FORMAT" default:"text" desc:"log format on stderr: text or json"`
+	HTTPAddr   string   `envconfig:"HTTP_ADDR" default:":5000" desc:"host:port the HTTP API listens on (also serves /metrics, /-/healthy, /-/ready)"`
+	PubBind    []string `envconfig:"PUB_BIND" default:"tcp://*:4444" desc:"comma-separated endpoints the PUB socket binds (subscribers such as aggregator connect here); empty for none"`
+	PubConnect []string `envconfig:"PUB_CONNECT" desc:"comma-separated endpoints the PUB socket connects to (an aggregator's AGG_BIND)"`
+	Topic      string   `envconfig:"TOPIC" desc:"if set, each message is sent as two frames: this topic, then the text"`
+	curve.KeyFiles
+	MaxParamBytes int           `envconfig:"MAX_PARAM_BYTES" default:"4096" desc:"longest accepted param, in bytes; longer gets 414"`
+	QueueLength   int           `envconfig:"QUEUE_LENGTH" default:"10000" desc:"messages waiting for the publisher; when full, a message is dropped and counted, and the request still succeeds"`
+	SndHWM        int           `envconfig:"SNDHWM" default:"100000" desc:"ZeroMQ send high-water mark per subscriber, in messages (0 means no limit)"`
+	Linger        time.Duration `envconfig:"LINGER" default:"2s" desc:"on stop, how long queued messages may take to reach subscribers"`
+	LogLevel      string        `envconfig:"LOG_LEVEL" default:"info" desc:"log level on stderr: debug, info, warn or error"`
+	LogFormat     string        `envconfig:"LOG_FORMAT" default:"text" desc:"log format on stderr: text or json"`
 }
 
 // loadConfig reads and checks the environment, reporting every bad variable.
@@ -61,15 +59,10 @@ func (c *Config) Validate() error {
 	if len(c.PubBind)+len(c.PubConnect) == 0 {
 		bad("PUB_BIND", "no endpoint to publish on: set DOWNCASE_PUB_BIND or DOWNCASE_PUB_CONNECT")
 	}
-	if c.CurveServerPublicKeyFile != "" && c.CurveSecretKeyFile == "" {
-		bad("CURVE_SECRET_KEY_FILE", "needed with DOWNCASE_CURVE_SERVER_PUBLIC_KEY_FILE: a CurveZMQ client has a key pair of its own")
-	}
-	if c.CurveAllowedKeysFile != "" && c.CurveSecretKeyFile == "" {
-		bad("CURVE_SECRET_KEY_FILE", "needed with DOWNCASE_CURVE_ALLOWED_KEYS_FILE: only CurveZMQ bind endpoints check keys")
-	}
+	c.KeyFiles.Validate(problems)
 	// One socket does all binds and connects: with a key, every endpoint
 	// is encrypted, so connects need the server's public key.
-	if c.CurveSecretKeyFile != "" && c.CurveServerPublicKeyFile == "" && len(c.PubConnect) > 0 {
+	if c.SecretKeyFile != "" && c.ServerPublicKeyFile == "" && len(c.PubConnect) > 0 {
 		bad("CURVE_SERVER_PUBLIC_KEY_FILE", "needed for DOWNCASE_PUB_CONNECT when DOWNCASE_CURVE_SECRET_KEY_FILE is set")
 	}
 	if c.MaxParamBytes < 1 {
@@ -90,20 +83,6 @@ func (c *Config) Validate() error {
 	return problems.Err()
 }
 
-// curveKeys loads the configured keys; an error names the variable.
-func (c *Config) curveKeys() (*curve.Identity, string, error) {
-	id, server, err := curve.Load(c.CurveSecretKeyFile, c.CurveServerPublicKeyFile)
-	var kf *curve.KeyFileError
-	if errors.As(err, &kf) {
-		name := "CURVE_SECRET_KEY_FILE"
-		if kf.ServerPublic {
-			name = "CURVE_SERVER_PUBLIC_KEY_FILE"
-		}
-		return nil, "", fmt.Errorf("%s_%s: %w", envPrefix, name, kf.Err)
-	}
-	return id, server, err
-}
-
 func printUsage(w io.Writer) {
 	fmt.Fprintf(w, `downcase answers GET /downcase/?param=HeLLo with "lower case of HeLLo is hello"
 and publishes the same text on a ZeroMQ PUB socket.
@@ -119,16 +98,3 @@ Usage: downcase [-check-config | -version | -help]
 }
 
 func knownVariables() []string { return envconf.Keys(envPrefix, &Config{}) }
-
-// allowedKeys loads the subscribers' keys allowed on CurveZMQ bind
-// endpoints; nil means any.
-func (c *Config) allowedKeys() ([]string, error) {
-	if c.CurveAllowedKeysFile == "" {
-		return nil, nil
-	}
-	keys, err := curve.LoadAllowed(c.CurveAllowedKeysFile)
-	if err != nil {
-		return nil, fmt.Errorf("%s_CURVE_ALLOWED_KEYS_FILE: %w", envPrefix, err)
-	}
-	return keys, nil
-}

@@ -49,9 +49,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	cfg, err := loadConfig()
 	if err == nil {
-		_, _, kerr := cfg.curveKeys()
-		_, aerr := cfg.allowedKeys()
-		err = errors.Join(kerr, aerr)
+		_, err = cfg.KeyFiles.Load(envPrefix)
 	}
 	if err != nil {
 		return cli.ReportConfig("downcase", err, stderr)
@@ -107,21 +105,21 @@ func newService(cfg Config, log *slog.Logger) (_ *service, err error) {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewBuildInfoCollector())
 
-	allowed, err := cfg.allowedKeys()
+	keys, err := cfg.KeyFiles.Load(envPrefix)
 	if err != nil {
 		return nil, err
 	}
 	if s.zctx, err = zmq.NewContext(); err != nil {
 		return nil, fmt.Errorf("zmq context: %w", err)
 	}
-	if allowed != nil {
-		if s.auth, err = curve.NewAuthenticator(s.zctx, allowed, log.With("component", "auth")); err != nil {
+	if keys.Allowed != nil {
+		if s.auth, err = curve.NewAuthenticator(s.zctx, keys.Allowed, log.With("component", "auth")); err != nil {
 			return nil, fmt.Errorf("CurveZMQ authenticator: %w", err)
 		}
 	}
 	var queueLen func() float64 = func() float64 { return 0 }
 	m := newPubMetrics(reg, func() float64 { return queueLen() })
-	if s.pub, err = newPublisher(s.zctx, cfg, m, log.With("component", "publisher")); err != nil {
+	if s.pub, err = newPublisher(s.zctx, cfg, keys, m, log.With("component", "publisher")); err != nil {
 		return nil, err
 	}
 	queueLen = func() float64 { return float64(len(s.pub.queue)) }

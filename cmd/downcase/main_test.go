@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"aggregator/internal/curve"
 	"aggregator/internal/sdnotify"
 	"aggregator/internal/zmqtest"
 )
@@ -201,7 +202,7 @@ func TestFullQueueDropsAndStillAnswers(t *testing.T) {
 	}
 	reg := prometheus.NewRegistry()
 	m := newPubMetrics(reg, func() float64 { return 0 })
-	pub, err := newPublisher(zctx, cfg, m, slog.New(slog.DiscardHandler))
+	pub, err := newPublisher(zctx, cfg, curve.Keys{}, m, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -55,7 +55,7 @@ func newPubMetrics(reg prometheus.Registerer, queue func() float64) *pubMetrics 
 	return m
 }
 
-func newPublisher(zctx *zmq.Context, cfg Config, m *pubMetrics, log *slog.Logger) (_ *publisher, err error) {
+func newPublisher(zctx *zmq.Context, cfg Config, keys curve.Keys, m *pubMetrics, log *slog.Logger) (_ *publisher, err error) {
 	sock, err := zctx.NewSocket(zmq.PUB)
 	if err != nil {
 		return nil, fmt.Errorf("new socket: %w", err)
@@ -68,10 +68,7 @@ func newPublisher(zctx *zmq.Context, cfg Config, m *pubMetrics, log *slog.Logger
 	if err := errors.Join(sock.SetSndhwm(cfg.SndHWM), sock.SetLinger(cfg.Linger)); err != nil {
 		return nil, fmt.Errorf("configure socket: %w", err)
 	}
-	id, server, err := cfg.curveKeys()
-	if err != nil {
-		return nil, err
-	}
+	id, server := keys.ID, keys.Server
 	// One socket binds and connects, so CurveZMQ is set per endpoint:
 	// the options apply to the binds and connects made after them.
 	if id != nil {

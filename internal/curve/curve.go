@@ -66,7 +66,7 @@ func readKey(path, want string) (string, error) {
 		return "", err
 	}
 	if bare == "" {
-		return "", fmt.Errorf("%s: no %s in the file", path, want)
+		return "", noKey(path, want)
 	}
 	return bare, nil
 }
@@ -99,36 +99,4 @@ func Keygen(prefix string) (secretPath, publicPath string, err error) {
 		return "", "", err
 	}
 	return secretPath, publicPath, nil
-}
-
-// KeyFileError says which of Load's files is bad.
-type KeyFileError struct {
-	// ServerPublic is true for the server public key file, false for the
-	// secret key file.
-	ServerPublic bool
-	Err          error
-}
-
-func (e *KeyFileError) Error() string { return e.Err.Error() }
-func (e *KeyFileError) Unwrap() error { return e.Err }
-
-// Load reads a process's CurveZMQ configuration: its own secret key file
-// (none: no CurveZMQ, nil identity) and, optionally, the public key file
-// of the server its connections reach (none: "").
-func Load(secretFile, serverPublicFile string) (*Identity, string, error) {
-	if secretFile == "" {
-		return nil, "", nil
-	}
-	id, err := LoadSecret(secretFile)
-	if err != nil {
-		return nil, "", &KeyFileError{Err: err}
-	}
-	if serverPublicFile == "" {
-		return &id, "", nil
-	}
-	server, err := LoadPublic(serverPublicFile)
-	if err != nil {
-		return nil, "", &KeyFileError{ServerPublic: true, Err: err}
-	}
-	return &id, server, nil
 }

@@ -6,7 +6,12 @@ import (
 	"time"
 )
 
+type embedded struct {
+	E string `envconfig:"E" default:"e"`
+}
+
 type spec struct {
+	embedded
 	N    int           `envconfig:"N" default:"1"`
 	B    bool          `envconfig:"B" default:"true"`
 	D    time.Duration `envconfig:"D" default:"1s"`
@@ -35,7 +40,7 @@ func TestProcessReportsEveryBadVariable(t *testing.T) {
 
 func TestDefaults(t *testing.T) {
 	d := Defaults("T", &spec{})
-	if d["T_N"] != "1" || d["T_D"] != "1s" || d["T_LIST"] != "" || len(d) != 4 {
+	if d["T_N"] != "1" || d["T_D"] != "1s" || d["T_LIST"] != "" || d["T_E"] != "e" || len(d) != 5 {
 		t.Fatalf("%v", d)
 	}
 }

@@ -30,15 +30,22 @@ func ReadFile(path string) (map[string]string, error) {
 	return vars, sc.Err()
 }
 
-// Defaults maps each variable of spec to its `default` tag.
+// Defaults maps each variable of spec to its `default` tag, including the
+// fields of embedded structs (envconfig reads those with the same prefix).
 func Defaults(prefix string, spec any) map[string]string {
 	out := map[string]string{}
-	t := reflect.TypeOf(spec).Elem()
+	addDefaults(out, prefix, reflect.TypeOf(spec).Elem())
+	return out
+}
+
+func addDefaults(out map[string]string, prefix string, t reflect.Type) {
 	for i := range t.NumField() {
 		f := t.Field(i)
-		if key := f.Tag.Get("envconfig"); key != "" {
+		switch key := f.Tag.Get("envconfig"); {
+		case f.Anonymous && f.Type.Kind() == reflect.Struct:
+			addDefaults(out, prefix, f.Type)
+		case key != "":
 			out[prefix+"_"+key] = f.Tag.Get("default")
 		}
 	}
-	return out
 }

@@ -1,0 +1,68 @@
+package curve
+
+import (
+	"errors"
+	"fmt"
+
+	"aggregator/internal/envconf"
+)
+
+// KeyFiles are the CurveZMQ settings both binaries read, embedded in their
+// Config so that the variables are PREFIX_CURVE_*.
+type KeyFiles struct {
+	SecretKeyFile       string `envconfig:"CURVE_SECRET_KEY_FILE" desc:"file with this process's CurveZMQ secret key (-curve-keygen makes one); bind endpoints then accept only CurveZMQ peers, who need the matching .public file"`
+	AllowedKeysFile     string `envconfig:"CURVE_ALLOWED_KEYS_FILE" desc:"file of the peers' public keys allowed on CurveZMQ bind endpoints, one per line (their .public files concatenated); empty allows any peer that knows this process's public key"`
+	ServerPublicKeyFile string `envconfig:"CURVE_SERVER_PUBLIC_KEY_FILE" desc:"file with the CurveZMQ public key of the peers this process connects to; connect endpoints then use CurveZMQ (needs the secret key file too)"`
+}
+
+// Keys are the loaded key files.
+type Keys struct {
+	ID      *Identity // nil: no CurveZMQ
+	Server  string    // public key connect endpoints expect; "" for plain text
+	Allowed []string  // nil: any peer that knows ID.Public
+}
+
+// Validate adds to p what is wrong with the settings on their own.
+func (k *KeyFiles) Validate(p *envconf.Problems) {
+	if k.SecretKeyFile != "" {
+		return
+	}
+	if k.ServerPublicKeyFile != "" {
+		p.Add("CURVE_SECRET_KEY_FILE", "needed with a server public key file: a CurveZMQ client has a key pair of its own")
+	}
+	if k.AllowedKeysFile != "" {
+		p.Add("CURVE_SECRET_KEY_FILE", "needed with an allowed keys file: only CurveZMQ bind endpoints check keys")
+	}
+}
+
+// Load reads the key files; each problem names its variable PREFIX_CURVE_*.
+func (k *KeyFiles) Load(prefix string) (Keys, error) {
+	var keys Keys
+	p := envconf.NewProblems(prefix)
+	if k.SecretKeyFile != "" {
+		id, err := LoadSecret(k.SecretKeyFile)
+		p.AddErr("CURVE_SECRET_KEY_FILE", err)
+		if err == nil {
+			keys.ID = &id
+		}
+	}
+	if k.ServerPublicKeyFile != "" {
+		var err error
+		keys.Server, err = LoadPublic(k.ServerPublicKeyFile)
+		p.AddErr("CURVE_SERVER_PUBLIC_KEY_FILE", err)
+	}
+	if k.AllowedKeysFile != "" {
+		var err error
+		keys.Allowed, err = LoadAllowed(k.AllowedKeysFile)
+		p.AddErr("CURVE_ALLOWED_KEYS_FILE", err)
+	}
+	if err := p.Err(); err != nil {
+		return Keys{}, err
+	}
+	return keys, nil
+}
+
+// errNoKey is returned by readKey for a file with no key.
+var errNoKey = errors.New("no key in the file")
+
+func noKey(path, want string) error { return fmt.Errorf("%s: %w (%s)", path, errNoKey, want) }
