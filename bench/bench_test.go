@@ -43,7 +43,10 @@ func TestVerifier(t *testing.T) {
 	}
 	v.line([]byte("garbage"))
 	got := v.result()
-	if got.missing != 1 || got.duplicated != 1 || got.outOfOrder != 1 || got.malformed != 1 || got.lines != 5 {
+	if got.missing != 1 || got.duplicated != 1 || got.outOfOrder != 1 || got.malformed != 1 || got.lines != 5 || got.received != 4 {
 		t.Fatalf("%+v", got)
+	}
+	if p0, p1 := got.perPub[0], got.perPub[1]; p0 != (count{received: 2, outOfOrder: 1}) || p1 != (count{received: 2, missing: 1, duplicated: 1}) {
+		t.Fatalf("per publisher: %+v %+v", p0, p1)
 	}
 }

@@ -149,14 +149,26 @@ func (ps publishers) sendPaced(rate int, d time.Duration, size int) (int, error)
 	}
 }
 
-// tally is the verifier's account of one run.
+// count is what the verifier found for one publisher, or for all.
+type count struct {
+	received, missing, duplicated, outOfOrder int
+}
+
+// tally is the verifier's account of one run: totals and per publisher.
 type tally struct {
-	lines, missing, duplicated, outOfOrder, malformed int
+	count
+	lines, malformed int
+	perPub           []count
 }
 
 func (t tally) String() string {
-	return fmt.Sprintf("lines %d, missing %d, duplicated %d, out of order %d, malformed %d",
-		t.lines, t.missing, t.duplicated, t.outOfOrder, t.malformed)
+	s := fmt.Sprintf("lines %d (malformed %d); received %d, missing %d, duplicated %d, out of order %d",
+		t.lines, t.malformed, t.received, t.missing, t.duplicated, t.outOfOrder)
+	for i, c := range t.perPub {
+		s += fmt.Sprintf("\n  publisher %d: received %d, missing %d, duplicated %d, out of order %d",
+			i, c.received, c.missing, c.duplicated, c.outOfOrder)
+	}
+	return s
 }
 
 func (t tally) ok() bool {
@@ -171,13 +183,13 @@ type verifier struct {
 }
 
 func newVerifier(p int, n int) *verifier {
-	v := &verifier{seen: make([][]bool, p), last: make([]int, p)}
+	v := &verifier{seen: make([][]bool, p), last: make([]int, p), t: tally{perPub: make([]count, p)}}
 	for i := range p {
-		count := n / p
+		size := n / p
 		if i < n%p {
-			count++
+			size++
 		}
-		v.seen[i] = make([]bool, count)
+		v.seen[i] = make([]bool, size)
 		v.last[i] = -1
 	}
 	return v
@@ -190,24 +202,32 @@ func (v *verifier) line(payload []byte) {
 		v.t.malformed++
 		return
 	}
+	c := &v.t.perPub[pub]
+	c.received++
 	if v.seen[pub][seq] {
-		v.t.duplicated++
+		c.duplicated++
 	}
 	v.seen[pub][seq] = true
 	if seq < v.last[pub] {
-		v.t.outOfOrder++
+		c.outOfOrder++
 	}
 	v.last[pub] = seq
 }
 
 func (v *verifier) result() tally {
 	t := v.t
-	for _, s := range v.seen {
+	t.perPub = append([]count(nil), v.t.perPub...)
+	for i, s := range v.seen {
 		for _, ok := range s {
 			if !ok {
-				t.missing++
+				t.perPub[i].missing++
 			}
 		}
+		c := t.perPub[i]
+		t.received += c.received
+		t.missing += c.missing
+		t.duplicated += c.duplicated
+		t.outOfOrder += c.outOfOrder
 	}
 	return t
 }
