@@ -39,7 +39,7 @@ type Config struct {
 	RotateEvery   time.Duration `envconfig:"ROTATE_EVERY" default:"0s" desc:"also rotate on this time boundary (e.g. 24h: at midnight UTC, 1h: on the hour); 0s turns it off"`
 	FlushInterval time.Duration `envconfig:"FLUSH_INTERVAL" default:"100ms" desc:"longest a line waits in the write buffer while messages keep arriving; an idle daemon writes at once"`
 
-	RcvHWM          int `envconfig:"RCVHWM" default:"10000" desc:"ZeroMQ receive high-water mark per socket, in messages (0 means no limit): what waits in libzmq when the writer falls behind"`
+	RcvHWM          int `envconfig:"RCVHWM" default:"1000" desc:"ZeroMQ receive high-water mark per socket, in messages (0 means no limit): what waits in libzmq when the writer falls behind"`
 	MaxMessageBytes int `envconfig:"MAX_MESSAGE_BYTES" default:"65536" desc:"longest message kept, all frames together; a longer one is truncated to it and counted in aggregator_messages_truncated_total"`
 	QueueBatches    int `envconfig:"QUEUE_BATCHES" default:"16" desc:"batches (up to 256 messages or 32 KiB each) queued between receiving and writing"`
 

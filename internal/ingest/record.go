@@ -2,10 +2,7 @@
 // stamped with their receive time, to the sink in bounded batches.
 package ingest
 
-import (
-	"sync"
-	"sync/atomic"
-)
+import "sync/atomic"
 
 // Record is one received message. A multipart message is one Record.
 type Record struct {
@@ -44,7 +41,7 @@ type Batch struct {
 	// Bytes is the payload size of all records.
 	Bytes int
 
-	buf       []byte   // the packed messages the records' frames point into
+	buf       []byte   // the packed messages the records' frames point into (C memory, see recv.go)
 	frames    [][]byte // backing array for the records' Frames
 	truncated int      // records cut to the maximum message size
 	closed    bool     // buf has no room for another message
@@ -79,25 +76,33 @@ func (b *Batch) reset() {
 type Queue struct {
 	C chan *Batch
 
-	pool    sync.Pool
+	// free holds finished batches for reuse. It is bounded, unlike a
+	// sync.Pool, because a batch's buffer is C memory that must be freed
+	// when the batch is dropped; at most the queue plus the batches in
+	// the subscribers' and the writer's hands are ever out.
+	free    chan *Batch
 	waiting atomic.Int64 // records sent and not yet taken by the sink
 }
 
+// spareBatches is room in the free list for the batches outside the queue.
+const spareBatches = 16
+
 // NewQueue makes a queue holding at most length batches.
 func NewQueue(length int) *Queue {
-	q := &Queue{C: make(chan *Batch, length)}
-	q.pool.New = func() any {
-		return &Batch{
+	return &Queue{C: make(chan *Batch, length), free: make(chan *Batch, length+spareBatches)}
+}
+
+// Get takes an empty batch for endpoint.
+func (q *Queue) Get(endpoint string) *Batch {
+	var b *Batch
+	select {
+	case b = <-q.free:
+	default:
+		b = &Batch{
 			Records: make([]Record, 0, maxBatchRecords),
 			frames:  make([][]byte, 0, maxBatchRecords),
 		}
 	}
-	return q
-}
-
-// Get takes an empty batch for endpoint from the pool.
-func (q *Queue) Get(endpoint string) *Batch {
-	b := q.pool.Get().(*Batch)
 	b.Endpoint = endpoint
 	return b
 }
@@ -120,10 +125,15 @@ func (q *Queue) Taken(b *Batch) {
 	q.waiting.Add(-int64(len(b.Records)))
 }
 
-// Recycle returns a batch the sink has finished with.
+// Recycle returns a batch the sink has finished with; its records must
+// not be used after.
 func (q *Queue) Recycle(b *Batch) {
 	b.reset()
-	q.pool.Put(b)
+	select {
+	case q.free <- b:
+	default:
+		b.release()
+	}
 }
 
 // Waiting is the number of records between ingest and sink.

@@ -15,6 +15,7 @@ package ingest
 #include <zmq.h>
 #include <errno.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -163,8 +164,11 @@ func newReceiver(s *zmq.Socket, maxBytes int, wantPeer bool) *receiver {
 // returns the errno that stopped it: EAGAIN when the socket is empty, 0
 // when b is full.
 func (r *receiver) fill(b *Batch) syscall.Errno {
-	if cap(b.buf) < batchBufBytes+r.room {
-		b.buf = make([]byte, 0, batchBufBytes+r.room)
+	if cap(b.buf) < batchBufBytes+r.room && len(b.Records) == 0 {
+		b.release()
+		if b.buf = cBuffer(batchBufBytes + r.room); b.buf == nil {
+			return syscall.ENOMEM
+		}
 	}
 	for !b.full() {
 		free := b.buf[len(b.buf):cap(b.buf)]
@@ -228,6 +232,26 @@ func (r *receiver) peer(b []byte) string {
 	s := string(b)
 	r.peers[s] = s
 	return s
+}
+
+// cBuffer allocates a batch buffer with malloc. Unlike make, malloc does
+// not write to the memory, so the pages kept in reserve for a message of
+// the maximum size take no RAM until a message needs them. The buffer
+// holds no Go pointers; Batch.release frees it. nil means out of memory.
+func cBuffer(n int) []byte {
+	p := C.malloc(C.size_t(n))
+	if p == nil {
+		return nil
+	}
+	return unsafe.Slice((*byte)(p), n)[:0]
+}
+
+// release frees the batch's buffer.
+func (b *Batch) release() {
+	if cap(b.buf) > 0 {
+		C.free(unsafe.Pointer(unsafe.SliceData(b.buf[:1])))
+	}
+	b.buf = nil
 }
 
 func boolInt(b bool) int {
