@@ -29,6 +29,7 @@ smoke:
 lint:
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; exit 1; }
 	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 bench: build
 	$(GO) run ./bench $(BENCHFLAGS)

@@ -50,9 +50,6 @@ type Config struct {
 	LogFormat string `envconfig:"LOG_FORMAT" default:"text" desc:"daemon log format on stderr: text or json"`
 }
 
-// envName is the variable behind a Config field's envconfig key.
-func envName(key string) string { return envPrefix + "_" + key }
-
 // loadConfig reads the environment and checks the result, reporting every
 // bad variable, not just the first.
 func loadConfig() (Config, error) {
