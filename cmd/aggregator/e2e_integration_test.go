@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -575,5 +576,37 @@ func TestCurveAllowList(t *testing.T) {
 	}
 	if !strings.Contains(p.stderr.String(), "CurveZMQ peer refused") {
 		t.Error("the refusal was not logged")
+	}
+}
+
+// TestFullDisk: writes that fail are counted as dropped, /-/ready says why,
+// and the daemon keeps running.
+func TestFullDisk(t *testing.T) {
+	if _, err := os.Stat("/dev/full"); err != nil {
+		t.Skip("no /dev/full")
+	}
+	logFile := filepath.Join(t.TempDir(), "subscriber.log")
+	if err := os.Symlink("/dev/full", logFile); err != nil {
+		t.Fatal(err)
+	}
+	bound, _ := publishers(t)
+	p := startAgg(t, map[string]string{"AGG_CONNECT": bound.Endpoint, "AGG_LOG_FILE": logFile})
+	subscribed(t, bound)
+	startLoad(t, bound, "full", 500, 0, 0).wait(t)
+	p.waitMetric(`aggregator_messages_dropped_total{reason="write_error"}`, 500)
+	resp, err := http.Get("http://" + p.http + "/-/ready")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || !strings.Contains(string(body), "no space left on device") {
+		t.Errorf("/-/ready: %d %q", resp.StatusCode, body)
+	}
+	if code := p.stop(); code != 0 {
+		t.Fatalf("exit status %d", code)
+	}
+	if received, written, dropped := p.totals(); received != 500 || written != 0 || dropped != 500 {
+		t.Errorf("totals: received %d, written %d, dropped %d", received, written, dropped)
 	}
 }
