@@ -102,11 +102,9 @@ func newDaemon(cfg Config, log *slog.Logger, getenv func(string) string) (d *dae
 	if d.zctx, err = zmq.NewContext(); err != nil {
 		return d, fmt.Errorf("zmq context: %w", err)
 	}
-	if keys.Allowed != nil {
-		// The handler must be bound before any socket takes a connection.
-		if d.auth, err = curve.NewAuthenticator(d.zctx, keys.Allowed, log.With("component", "auth")); err != nil {
-			return d, fmt.Errorf("CurveZMQ authenticator: %w", err)
-		}
+	// The handler must be bound before any socket takes a connection.
+	if d.auth, err = keys.Authenticator(d.zctx, log); err != nil {
+		return d, err
 	}
 	ilog := log.With("component", "ingest")
 	add := func(ep string, bind bool) error {
@@ -236,18 +234,17 @@ func (d *daemon) Run(ctx context.Context, hup <-chan struct{}) error {
 	d.log.Info("started", "connect", d.cfg.Connect, "bind", d.cfg.Bind, "file", d.cfg.LogFile, "http", d.HTTPAddr())
 
 	var errs []error
-	var ingestErr, sinkErr error
 	ingestOver, sinkOver := false, false
 	select {
 	case <-ctx.Done():
 		d.log.Info("stopping: writing what was received")
-	case ingestErr = <-ingestDone:
+	case err := <-ingestDone:
 		ingestOver = true
-		errs = append(errs, ingestErr)
-	case sinkErr = <-sinkDone:
+		errs = append(errs, err)
+	case err := <-sinkDone:
 		sinkOver = true
 		close(abort)
-		errs = append(errs, fmt.Errorf("writer stopped: %w", sinkErr))
+		errs = append(errs, fmt.Errorf("writer stopped: %w", err))
 	case err := <-httpDone:
 		errs = append(errs, fmt.Errorf("http server: %w", err))
 	}

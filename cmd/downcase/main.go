@@ -112,10 +112,8 @@ func newService(cfg Config, log *slog.Logger) (_ *service, err error) {
 	if s.zctx, err = zmq.NewContext(); err != nil {
 		return nil, fmt.Errorf("zmq context: %w", err)
 	}
-	if keys.Allowed != nil {
-		if s.auth, err = curve.NewAuthenticator(s.zctx, keys.Allowed, log.With("component", "auth")); err != nil {
-			return nil, fmt.Errorf("CurveZMQ authenticator: %w", err)
-		}
+	if s.auth, err = keys.Authenticator(s.zctx, log); err != nil {
+		return nil, err
 	}
 	var queueLen func() float64 = func() float64 { return 0 }
 	m := newPubMetrics(reg, func() float64 { return queueLen() })

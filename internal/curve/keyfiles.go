@@ -3,6 +3,9 @@ package curve
 import (
 	"errors"
 	"fmt"
+	"log/slog"
+
+	zmq "github.com/pebbe/zmq4"
 
 	"aggregator/internal/envconf"
 )
@@ -66,3 +69,16 @@ func (k *KeyFiles) Load(prefix string) (Keys, error) {
 var errNoKey = errors.New("no key in the file")
 
 func noKey(path, want string) error { return fmt.Errorf("%s: %w (%s)", path, errNoKey, want) }
+
+// Authenticator starts the ZAP handler for the allow-list on zctx, or
+// returns nil when any peer may connect.
+func (k Keys) Authenticator(zctx *zmq.Context, log *slog.Logger) (*Authenticator, error) {
+	if k.Allowed == nil {
+		return nil, nil
+	}
+	a, err := NewAuthenticator(zctx, k.Allowed, log.With("component", "auth"))
+	if err != nil {
+		return nil, fmt.Errorf("CurveZMQ authenticator: %w", err)
+	}
+	return a, nil
+}

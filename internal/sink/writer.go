@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sync/atomic"
 	"time"
 
@@ -324,6 +323,3 @@ func (w *Writer) Alive(d time.Duration) bool {
 // Close closes the file of a writer whose Run never started; Run closes
 // its own.
 func (w *Writer) Close() error { return w.lj.Close() }
-
-// Dir is the directory holding the live file and its backups.
-func (w *Writer) Dir() string { return filepath.Dir(w.opt.Path) }
