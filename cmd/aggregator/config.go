@@ -50,15 +50,16 @@ type Config struct {
 	LogFormat string `envconfig:"LOG_FORMAT" default:"text" desc:"daemon log format on stderr: text or json"`
 }
 
-// loadConfig reads the environment and checks the result, reporting every
-// bad variable, not just the first.
+// loadConfig reads the environment and checks the result, on its own and
+// against the machine, reporting every problem in one round: a user who
+// fixes what one start named should not meet a new problem at the next.
 func loadConfig() (Config, error) {
 	var cfg Config
 	err := envconf.Process(envPrefix, &cfg)
 	cfg.Connect = envconf.TrimList(cfg.Connect)
 	cfg.Bind = envconf.TrimList(cfg.Bind)
 	cfg.Topics = envconf.TrimList(cfg.Topics)
-	return cfg, errors.Join(err, cfg.Validate())
+	return cfg, errors.Join(err, cfg.Validate(), cfg.checkEnvironment())
 }
 
 // lineOverhead bounds the bytes a line adds to its message: timestamp,
@@ -154,7 +155,9 @@ func dupes(items []string) []string {
 // there and writable, and that key files hold keys.
 func (c *Config) checkEnvironment() error {
 	problems := envconf.NewProblems(envPrefix)
-	problems.AddErr("LOG_FILE", checkLogDir(c.LogFile))
+	if c.LogFile != "" { // Validate reports an empty path
+		problems.AddErr("LOG_FILE", checkLogDir(c.LogFile))
+	}
 	_, err := c.KeyFiles.Load(envPrefix)
 	return errors.Join(problems.Err(), err)
 }

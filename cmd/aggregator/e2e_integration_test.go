@@ -197,28 +197,37 @@ func TestPublisherRestartIsPickedUp(t *testing.T) {
 	expectAll(t, seen, "second", 100)
 }
 
+// TestBadConfigurationIsReportedWhole: format errors, bad values and
+// problems on the machine (a log directory that cannot be, a missing key
+// file) all come out in one round, at start and with -check-config.
 func TestBadConfigurationIsReportedWhole(t *testing.T) {
 	httpAddr := freeAddr(t)
-	cmd, stderr, _ := command(t, map[string]string{
-		"AGG_CONNECT":        "udp://127.0.0.1:1,tcp://127.0.0.1:4444",
-		"AGG_MAX_SIZE_MB":    "-1",
-		"AGG_COMPRESS":       "maybe",
-		"AGG_FLUSH_INTERVAL": "fast",
-		"AGG_FORMAT":         "xml",
-		"AGG_HTTP_ADDR":      httpAddr,
-	})
-	err := cmd.Run()
-	if code := exitCode(err); code != 78 {
-		t.Fatalf("exit status %d, want 78; stderr:\n%s", code, stderr)
+	env := map[string]string{
+		"AGG_CONNECT":               "udp://127.0.0.1:1,tcp://127.0.0.1:4444",
+		"AGG_MAX_SIZE_MB":           "-1",
+		"AGG_COMPRESS":              "maybe",
+		"AGG_FLUSH_INTERVAL":        "fast",
+		"AGG_FORMAT":                "xml",
+		"AGG_LOG_FILE":              "/proc/forbidden/x.log",
+		"AGG_CURVE_SECRET_KEY_FILE": "/nonexistent.secret",
+		"AGG_HTTP_ADDR":             httpAddr,
 	}
-	out := stderr.String()
-	for _, name := range []string{"AGG_CONNECT", "AGG_MAX_SIZE_MB", "AGG_COMPRESS", "AGG_FLUSH_INTERVAL", "AGG_FORMAT"} {
-		if !strings.Contains(out, name) {
-			t.Errorf("stderr does not name %s:\n%s", name, out)
+	want := []string{"AGG_CONNECT", "AGG_MAX_SIZE_MB", "AGG_COMPRESS", "AGG_FLUSH_INTERVAL", "AGG_FORMAT", "AGG_LOG_FILE", "AGG_CURVE_SECRET_KEY_FILE"}
+	for _, args := range [][]string{nil, {"-check-config"}} {
+		cmd, stderr, _ := command(t, env, args...)
+		err := cmd.Run()
+		if code := exitCode(err); code != 78 {
+			t.Fatalf("%v: exit status %d, want 78; stderr:\n%s", args, code, stderr)
 		}
-	}
-	if n := strings.Count(out, "\n"); n != 5 {
-		t.Errorf("want one line per problem (5), got %d:\n%s", n, out)
+		out := stderr.String()
+		for _, name := range want {
+			if !strings.Contains(out, name) {
+				t.Errorf("%v: stderr does not name %s:\n%s", args, name, out)
+			}
+		}
+		if n := strings.Count(out, "\n"); n != len(want) {
+			t.Errorf("%v: want one line per problem (%d), got %d:\n%s", args, len(want), n, out)
+		}
 	}
 	if c, err := net.Dial("tcp", httpAddr); err == nil {
 		c.Close()

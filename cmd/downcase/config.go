@@ -30,13 +30,15 @@ type Config struct {
 	LogFormat     string        `envconfig:"LOG_FORMAT" default:"text" desc:"log format on stderr: text or json"`
 }
 
-// loadConfig reads and checks the environment, reporting every bad variable.
+// loadConfig reads and checks the environment and the key files it names,
+// reporting every problem in one round.
 func loadConfig() (Config, error) {
 	var cfg Config
 	err := envconf.Process(envPrefix, &cfg)
 	cfg.PubBind = envconf.TrimList(cfg.PubBind)
 	cfg.PubConnect = envconf.TrimList(cfg.PubConnect)
-	return cfg, errors.Join(err, cfg.Validate())
+	_, keyErr := cfg.KeyFiles.Load(envPrefix)
+	return cfg, errors.Join(err, cfg.Validate(), keyErr)
 }
 
 // Validate names the variable in each problem.

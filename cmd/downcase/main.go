@@ -48,9 +48,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return *flags.Exit
 	}
 	cfg, err := loadConfig()
-	if err == nil {
-		_, err = cfg.KeyFiles.Load(envPrefix)
-	}
 	if err != nil {
 		return cli.ReportConfig("downcase", err, stderr)
 	}
