@@ -18,7 +18,7 @@ func TestSmoke(t *testing.T) {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
 	t.Log("\n" + out.String())
-	for _, want := range []string{"peak N=5k P=1", "peak N=5k P=2", "rotate 1MB+gzip", "latency at", "downcase under wrk"} {
+	for _, want := range []string{"peak N=5k P=1", "peak N=5k P=2", "rotate 1MB+gzip", "latency at", "downcase under wrk", "connect endpoints, nobody listening"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("no %q in the table", want)
 		}
@@ -27,7 +27,7 @@ func TestSmoke(t *testing.T) {
 
 func TestMessageFormat(t *testing.T) {
 	buf := formatMsg(nil, 3, 12345, time.Unix(0, 1795577526900810030).UnixNano(), 100)
-	if len(buf) != 100 || !strings.HasPrefix(string(buf), "03 0000012345 1795577526900810030 x") {
+	if len(buf) != 100 || !strings.HasPrefix(string(buf), "0003 0000012345 1795577526900810030 x") {
 		t.Fatalf("%q", buf)
 	}
 	pub, seq, sent, ok := parseMsg(buf)

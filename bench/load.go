@@ -13,14 +13,19 @@ import (
 // Each benchmark message carries its publisher, sequence number and send
 // time, padded with 'x' to the message size:
 //
-//	"03 0000012345 1795577526900810030 xxxxxxxx..."
-const headerLen = 2 + 1 + 10 + 1 + 19 + 1
+//	"0003 0000012345 1795577526900810030 xxxxxxxx..."
+const (
+	pubDigits = 4 // up to 10,000 publishers (the many-publishers run has 2,000)
+	seqAt     = pubDigits + 1
+	sentAt    = seqAt + 10 + 1
+	headerLen = sentAt + 19 + 1
+)
 
 // formatMsg writes one message of exactly size bytes (at least headerLen)
 // into buf.
 func formatMsg(buf []byte, pub, seq int, sent int64, size int) []byte {
 	buf = buf[:0]
-	buf = appendPadded(buf, int64(pub), 2)
+	buf = appendPadded(buf, int64(pub), pubDigits)
 	buf = append(buf, ' ')
 	buf = appendPadded(buf, int64(seq), 10)
 	buf = append(buf, ' ')
@@ -47,12 +52,12 @@ func appendPadded(buf []byte, v int64, width int) []byte {
 
 // parseMsg reads the header of a message (a log line's payload).
 func parseMsg(msg []byte) (pub, seq int, sent int64, ok bool) {
-	if len(msg) < headerLen || msg[2] != ' ' || msg[13] != ' ' || msg[33] != ' ' {
+	if len(msg) < headerLen || msg[seqAt-1] != ' ' || msg[sentAt-1] != ' ' || msg[headerLen-1] != ' ' {
 		return 0, 0, 0, false
 	}
-	p, err1 := strconv.Atoi(string(msg[0:2]))
-	s, err2 := strconv.Atoi(string(msg[3:13]))
-	t, err3 := strconv.ParseInt(string(msg[14:33]), 10, 64)
+	p, err1 := strconv.Atoi(string(msg[:seqAt-1]))
+	s, err2 := strconv.Atoi(string(msg[seqAt : sentAt-1]))
+	t, err3 := strconv.ParseInt(string(msg[sentAt:headerLen-1]), 10, 64)
 	if err1 != nil || err2 != nil || err3 != nil {
 		return 0, 0, 0, false
 	}
@@ -124,6 +129,26 @@ func (ps publishers) sendAll(n, size int) error {
 	wg.Wait()
 	close(errs)
 	return <-errs
+}
+
+// sendEvery sends rate messages a second from every publisher for d, all
+// from this goroutine, and returns how many each sent. Publisher i signs
+// its messages first+i.
+func (ps publishers) sendEvery(first, rate int, d time.Duration, size int) (int, error) {
+	tick := time.NewTicker(time.Second / time.Duration(rate))
+	defer tick.Stop()
+	buf := make([]byte, 0, size)
+	rounds := int(d.Seconds() * float64(rate))
+	for seq := range rounds {
+		for i, p := range ps {
+			buf = formatMsg(buf, first+i, seq, time.Now().UnixNano(), size)
+			if err := p.Send(buf); err != nil {
+				return seq, err
+			}
+		}
+		<-tick.C
+	}
+	return rounds, nil
 }
 
 // sendPaced sends from the first publisher at rate messages a second for

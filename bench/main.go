@@ -26,6 +26,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	zmq "github.com/pebbe/zmq4"
 )
 
 type config struct {
@@ -41,6 +43,10 @@ type config struct {
 	wrkConns   int
 	skipDC     bool
 	only       string
+	many       int
+	manyRate   int
+	manyDur    time.Duration
+	idleDur    time.Duration
 }
 
 func main() {
@@ -61,7 +67,11 @@ func main() {
 	flag.BoolVar(&c.skipDC, "skip-downcase", false, "skip the downcase run")
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "save a 1 s CPU profile of the daemon during each peak run to this file")
 	flag.BoolVar(&memDetail, "mem", false, "print the daemon's memory (RSS by kind, Go heap) after each peak run")
-	flag.StringVar(&c.only, "only", "", "run only one part: peak, rotate, latency or downcase")
+	flag.IntVar(&c.many, "many", 1000, "endpoints (and as many connecting publishers) in the many-publishers run (0 skips it)")
+	flag.IntVar(&c.manyRate, "many-rate", 10, "messages a second from each publisher in the many-publishers run")
+	flag.DurationVar(&c.manyDur, "many-dur", 10*time.Second, "length of the many-publishers load")
+	flag.DurationVar(&c.idleDur, "idle-dur", 10*time.Second, "how long idle CPU is measured in the many-publishers run")
+	flag.StringVar(&c.only, "only", "", "run only one part: peak, rotate, latency, downcase or many")
 	flag.Parse()
 	if *smoke {
 		c = smokeConfig()
@@ -76,7 +86,8 @@ func main() {
 
 func smokeConfig() config {
 	return config{runs: 1, size: 100, ns: []int{5000}, ps: []int{1, 2}, rotateN: 30000, rotateMB: 1,
-		latRate: 2000, latDur: 500 * time.Millisecond, wrkDur: time.Second, wrkThreads: 1, wrkConns: 4}
+		latRate: 2000, latDur: 500 * time.Millisecond, wrkDur: time.Second, wrkThreads: 1, wrkConns: 4,
+		many: 50, manyRate: 10, manyDur: time.Second, idleDur: time.Second}
 }
 
 func ints(s string) []int {
@@ -95,6 +106,9 @@ func run(c config, out io.Writer) error {
 	if c.size < headerLen {
 		return fmt.Errorf("message size must be at least %d", headerLen)
 	}
+	// Thousands of publishers live in this process: raise the default
+	// context's socket limit before its first socket.
+	zmq.SetMaxSockets(3*c.many + 1024)
 	dir, err := os.MkdirTemp("", "bench-bin")
 	if err != nil {
 		return err
@@ -185,6 +199,20 @@ func run(c config, out io.Writer) error {
 		if inFlight := r.published - r.requests; inFlight < 0 || inFlight > c.wrkConns || r.counted != r.published || r.non2xx != 0 {
 			failures = append(failures, "downcase: not every request was published and counted")
 		}
+	}
+	if (c.only == "" || c.only == "many") && c.many > 0 {
+		r, err := runMany(bins, c.many, c.manyRate, c.manyDur, c.idleDur, c.size)
+		if err != nil {
+			return fmt.Errorf("many publishers: %w", err)
+		}
+		check("many publishers", r.t)
+		fmt.Fprintf(out, "\n%d connect endpoints, nobody listening: ready in %s; after %s, CPU %.2f%% of a core over %s, %d threads\n",
+			r.n, r.absentReady.Round(time.Millisecond), c.idleDur, 100*r.absentCPU, c.idleDur, r.absentThreads)
+		fmt.Fprintf(out, "%d publishers that bind + %d that connect: ready in %s; %v connect endpoints up, %v publishers on the bind endpoint; silent: CPU %.2f%% of a core over %s, %d threads, RSS %.1f MiB\n",
+			r.n, r.n, r.ready.Round(time.Millisecond), r.connected, r.onBind, 100*r.silentCPU, c.idleDur, r.silentThreads, float64(r.silentRSS)/(1<<20))
+		fmt.Fprintf(out, "  the %d that bind at %d msg/s each for %s: CPU %.1f%% of a core, peak RSS %.1f MiB; then the %d that connect: CPU %.1f%%, peak RSS %.1f MiB\n",
+			r.n, c.manyRate, c.manyDur, 100*r.connectCPU, float64(r.connectRSS)/(1<<20), r.n, 100*r.bindCPU, float64(r.rss)/(1<<20))
+		fmt.Fprintf(out, "  %d sent, %d delivered, %d missing, %d duplicated\n", 2*r.n*r.each, r.t.received, r.t.missing, r.t.duplicated)
 	}
 	if len(failures) > 0 {
 		return fmt.Errorf("messages lost or garbled:\n%s", strings.Join(failures, "\n"))

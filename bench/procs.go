@@ -69,6 +69,18 @@ func cpuSeconds(pid int) (float64, error) {
 
 // peakRSS is a running process's VmHWM in bytes.
 func peakRSS(pid int) (int64, error) {
+	kb, err := procStatus(pid, "VmHWM")
+	return kb << 10, err
+}
+
+// threads is the number of OS threads of a running process.
+func threads(pid int) (int, error) {
+	n, err := procStatus(pid, "Threads")
+	return int(n), err
+}
+
+// procStatus reads a number from /proc/<pid>/status ("VmHWM", "Threads").
+func procStatus(pid int, key string) (int64, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err
@@ -76,12 +88,11 @@ func peakRSS(pid int) (int64, error) {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10, err
+		if v, ok := strings.CutPrefix(sc.Text(), key+":"); ok {
+			return strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
 		}
 	}
-	return 0, fmt.Errorf("no VmHWM for %d", pid)
+	return 0, fmt.Errorf("no %s for %d", key, pid)
 }
 
 // daemon is a running aggregator.

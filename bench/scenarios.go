@@ -101,6 +101,34 @@ func printMemory(pid int, d *daemon) {
 	for _, m := range []string{"go_memstats_heap_sys_bytes", "go_memstats_heap_inuse_bytes", "go_memstats_sys_bytes"} {
 		fmt.Fprintln(os.Stderr, m, d.metric(m))
 	}
+	// Resident memory by kind of mapping: the Go heap's arenas (from
+	// 0xc000000000), the C heap (brk and glibc's per-thread arenas, where
+	// libzmq allocates), and files (the binary and the libraries).
+	smaps, _ := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
+	kinds := map[string]int64{}
+	kind := ""
+	for _, l := range strings.Split(string(smaps), "\n") {
+		f := strings.Fields(l)
+		switch {
+		case len(f) >= 5 && strings.Contains(f[0], "-"):
+			switch {
+			case strings.HasPrefix(f[0], "c0"):
+				kind = "go arenas"
+			case len(f) >= 6 && strings.HasPrefix(f[5], "/"):
+				kind = "files"
+			case len(f) >= 6:
+				kind = f[5]
+			default:
+				kind = "anonymous (C heap, thread stacks, Go runtime)"
+			}
+		case len(f) == 3 && f[0] == "Rss:":
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			kinds[kind] += kb
+		}
+	}
+	for k, kb := range kinds {
+		fmt.Fprintf(os.Stderr, "  %-50s %8d kB\n", k, kb)
+	}
 }
 
 // cpuProfile, when set by -cpuprofile, is where the daemon's CPU profile

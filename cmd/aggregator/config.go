@@ -42,6 +42,7 @@ type Config struct {
 	RcvHWM          int `envconfig:"RCVHWM" default:"1000" desc:"ZeroMQ receive high-water mark per socket, in messages (0 means no limit): what waits in libzmq when the writer falls behind"`
 	MaxMessageBytes int `envconfig:"MAX_MESSAGE_BYTES" default:"65536" desc:"longest message kept, all frames together; a longer one is truncated to it and counted in aggregator_messages_truncated_total"`
 	QueueBatches    int `envconfig:"QUEUE_BATCHES" default:"16" desc:"batches (up to 256 messages or 32 KiB each) queued between receiving and writing"`
+	IOThreads       int `envconfig:"IO_THREADS" default:"1" desc:"libzmq I/O threads (ZMQ_IO_THREADS), which move messages between the network and the sockets; one keeps up with about a gigabyte a second"`
 
 	curve.KeyFiles
 
@@ -123,6 +124,9 @@ func (c *Config) Validate() error {
 	if c.QueueBatches < 1 {
 		bad("QUEUE_BATCHES", "%d: must be at least 1", c.QueueBatches)
 	}
+	if c.IOThreads < 1 || c.IOThreads > 64 {
+		bad("IO_THREADS", "%d: must be between 1 and 64", c.IOThreads)
+	}
 	c.KeyFiles.Validate(problems)
 	if c.HTTPAddr != "" {
 		if _, port, err := net.SplitHostPort(c.HTTPAddr); err != nil || port == "" {
@@ -158,8 +162,26 @@ func (c *Config) checkEnvironment() error {
 	if c.LogFile != "" { // Validate reports an empty path
 		problems.AddErr("LOG_FILE", checkLogDir(c.LogFile))
 	}
+	if need, limit := ingest.FilesNeeded(len(c.Connect), len(c.Bind)), fileLimit(); need > limit {
+		key := "CONNECT"
+		if len(c.Bind) > len(c.Connect) {
+			key = "BIND"
+		}
+		problems.Add(key, "%d endpoints need at least %d open files, but this process may open only %d (RLIMIT_NOFILE): raise LimitNOFILE= in the unit, or ulimit -n",
+			len(c.Connect)+len(c.Bind), need, limit)
+	}
 	_, err := c.KeyFiles.Load(envPrefix)
 	return errors.Join(problems.Err(), err)
+}
+
+// fileLimit is how many files the daemon may have open: the hard limit,
+// since the Go runtime raises the soft limit to it at start.
+func fileLimit() int {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Max > 1<<30 {
+		return 1 << 30
+	}
+	return int(lim.Max)
 }
 
 func checkLogDir(path string) error {
@@ -217,7 +239,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("log_file", c.LogFile), slog.String("format", c.Format), slog.String("timezone", c.TimeZone),
 		slog.Int("max_size_mb", c.MaxSizeMB), slog.Int("max_backups", c.MaxBackups), slog.Int("max_age_days", c.MaxAgeDays),
 		slog.Bool("compress", c.Compress), slog.Duration("rotate_every", c.RotateEvery), slog.Duration("flush_interval", c.FlushInterval),
-		slog.Int("rcvhwm", c.RcvHWM), slog.Int("max_message_bytes", c.MaxMessageBytes), slog.Int("queue_batches", c.QueueBatches),
+		slog.Int("rcvhwm", c.RcvHWM), slog.Int("max_message_bytes", c.MaxMessageBytes), slog.Int("queue_batches", c.QueueBatches), slog.Int("io_threads", c.IOThreads),
 		slog.String("curve_secret_key_file", c.SecretKeyFile), slog.String("curve_allowed_keys_file", c.AllowedKeysFile),
 		slog.String("curve_server_public_key_file", c.ServerPublicKeyFile),
 		slog.String("http_addr", c.HTTPAddr),

@@ -102,6 +102,12 @@ func newDaemon(cfg Config, log *slog.Logger, getenv func(string) string) (d *dae
 	if d.zctx, err = zmq.NewContext(); err != nil {
 		return d, fmt.Errorf("zmq context: %w", err)
 	}
+	// Both must be set before the first socket. libzmq's default of 1,023
+	// sockets would stop the daemon at about 340 endpoints.
+	if err = errors.Join(d.zctx.SetIoThreads(cfg.IOThreads),
+		d.zctx.SetMaxSockets(ingest.SocketsNeeded(len(cfg.Connect)+len(cfg.Bind)))); err != nil {
+		return d, fmt.Errorf("zmq context: %w", err)
+	}
 	// The handler must be bound before any socket takes a connection.
 	if d.auth, err = keys.Authenticator(d.zctx, log); err != nil {
 		return d, err

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	zmq "github.com/pebbe/zmq4"
+
 	"aggregator/internal/sink"
 	"aggregator/internal/zmqtest"
 )
@@ -31,6 +33,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	// The many-publishers test holds 2,000 publishers in this process; the
+	// default context's limit must be raised before its first socket.
+	zmq.SetMaxSockets(8192)
 	aggBin = filepath.Join(dir, "aggregator")
 	if out, err := exec.Command("go", "build", "-o", aggBin, ".").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
@@ -170,26 +175,39 @@ func (p *proc) stop() int {
 	}
 }
 
-// metric scrapes /metrics and returns the value of the series that starts
-// with prefix (name plus labels).
+// metric scrapes /metrics and returns the value of one series (name plus
+// labels as the exposition writes them); 0 when it is absent.
 func (p *proc) metric(series string) float64 {
+	p.t.Helper()
+	return p.metrics()[series]
+}
+
+// metrics scrapes /metrics once: every series and its value.
+func (p *proc) metrics() map[string]float64 {
 	p.t.Helper()
 	resp, err := http.Get("http://" + p.http + "/metrics")
 	if err != nil {
 		p.t.Fatal(err)
 	}
 	defer resp.Body.Close()
+	all := map[string]float64{}
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
-			v, err := strconv.ParseFloat(rest, 64)
-			if err != nil {
-				p.t.Fatal(err)
-			}
-			return v
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") {
+			continue
 		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			p.t.Fatalf("%q: %v", line, err)
+		}
+		all[line[:i]] = v
 	}
-	return 0
+	return all
 }
 
 func (p *proc) waitMetric(series string, want float64) {

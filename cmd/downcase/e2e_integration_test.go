@@ -2,11 +2,13 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -126,7 +128,14 @@ func demo(t *testing.T, bin string, dcEnv, aggEnv []string) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	agg.Process.Signal(syscall.SIGTERM) // a clean stop writes everything received
+	// Messages published in the last instant may still be on the wire;
+	// once the aggregator has received all that downcase published, a
+	// clean stop must write every one of them.
+	within(t, 10*time.Second, "the aggregator receives everything published", func() bool {
+		pub := metricSum("http://"+dcAddr+"/metrics", "downcase_messages_published_total")
+		return pub > 0 && metricSum("http://"+aggHTTP+"/metrics", "aggregator_messages_received_total") == pub
+	})
+	agg.Process.Signal(syscall.SIGTERM)
 	agg.Wait()
 
 	data, err := os.ReadFile(logFile)
@@ -159,6 +168,39 @@ func freeTCP(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return addr
+}
+
+// metricSum adds up every series of a metric family at url; -1 when the
+// page cannot be read.
+func metricSum(url, name string) float64 {
+	resp, err := http.Get(url)
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	sum := 0.0
+	for _, line := range strings.Split(string(body), "\n") {
+		if rest, ok := strings.CutPrefix(line, name); ok && (strings.HasPrefix(rest, " ") || strings.HasPrefix(rest, "{")) {
+			f := strings.Fields(rest[strings.LastIndexByte(rest, '}')+1:])
+			if len(f) > 0 {
+				v, _ := strconv.ParseFloat(f[0], 64)
+				sum += v
+			}
+		}
+	}
+	return sum
+}
+
+func within(t *testing.T, d time.Duration, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, d)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func fileHas(path, s string) bool {

@@ -1,18 +1,28 @@
 package ingest
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"sync"
+	"sync/atomic"
 
-// Metrics are the ingest side's instruments. Labelled children are resolved
-// once per subscriber (see endpointMetrics), never per message.
+	zmq "github.com/pebbe/zmq4"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the ingest side's instruments. The per-endpoint series are
+// plain atomic counters in each endpoint's stats, turned into metrics only
+// when scraped (see Collect): with a thousand endpoints, a labelled child
+// per endpoint and series cost about 5 KiB of heap each, twice that in
+// resident memory once the garbage collector's headroom is counted.
 type Metrics struct {
-	Received    *prometheus.CounterVec
-	Bytes       *prometheus.CounterVec
-	Truncated   *prometheus.CounterVec
-	Events      *prometheus.CounterVec
 	LastMessage prometheus.Gauge
 	// Dropped counts messages received but never written, by reason. The
 	// sink adds its own reasons to the same family.
 	Dropped *prometheus.CounterVec
+
+	mu        sync.Mutex
+	endpoints []*endpointStats
+
+	received, bytes, truncated, events, connections *prometheus.Desc
 }
 
 // Drop reasons used by ingest.
@@ -23,23 +33,8 @@ const (
 // NewMetrics registers the ingest metrics with reg. queue, when not nil, is
 // exported as the number of records waiting for the sink.
 func NewMetrics(reg prometheus.Registerer, queue *Queue) *Metrics {
+	ep := []string{"endpoint"}
 	m := &Metrics{
-		Received: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "aggregator_messages_received_total",
-			Help: "Messages received from publishers, by configured endpoint. A multipart message counts once.",
-		}, []string{"endpoint"}),
-		Bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "aggregator_received_bytes_total",
-			Help: "Payload bytes received (all frames, after truncation), by configured endpoint.",
-		}, []string{"endpoint"}),
-		Truncated: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "aggregator_messages_truncated_total",
-			Help: "Messages longer than the maximum message size, cut to it, by configured endpoint.",
-		}, []string{"endpoint"}),
-		Events: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "aggregator_connection_events_total",
-			Help: "Socket events reported by libzmq (connected, accepted, disconnected, connect_retried, ...), by configured endpoint.",
-		}, []string{"endpoint", "event"}),
 		LastMessage: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "aggregator_last_message_timestamp_seconds",
 			Help: "Receive time of the newest message, as a Unix timestamp.",
@@ -48,8 +43,19 @@ func NewMetrics(reg prometheus.Registerer, queue *Queue) *Metrics {
 			Name: "aggregator_messages_dropped_total",
 			Help: "Messages received but not written, by reason.",
 		}, []string{"reason"}),
+		received: prometheus.NewDesc("aggregator_messages_received_total",
+			"Messages received from publishers, by configured endpoint. A multipart message counts once.", ep, nil),
+		bytes: prometheus.NewDesc("aggregator_received_bytes_total",
+			"Payload bytes received (all frames, after truncation), by configured endpoint.", ep, nil),
+		truncated: prometheus.NewDesc("aggregator_messages_truncated_total",
+			"Messages longer than the maximum message size, cut to it, by configured endpoint.", ep, nil),
+		events: prometheus.NewDesc("aggregator_connection_events_total",
+			"Socket events reported by libzmq (connected, accepted, disconnected, handshake_failed, ...), by configured endpoint.",
+			[]string{"endpoint", "event"}, nil),
+		connections: prometheus.NewDesc("aggregator_endpoint_connections",
+			"Connections to publishers open now, by configured endpoint: 0 or 1 for an endpoint the daemon connects to, the number of connected publishers for one it binds.", ep, nil),
 	}
-	reg.MustRegister(m.Received, m.Bytes, m.Truncated, m.Events, m.LastMessage, m.Dropped)
+	reg.MustRegister(m, m.LastMessage, m.Dropped)
 	if queue != nil {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "aggregator_queue_records",
@@ -59,27 +65,91 @@ func NewMetrics(reg prometheus.Registerer, queue *Queue) *Metrics {
 	return m
 }
 
-// endpointMetrics are one subscriber's resolved children.
-type endpointMetrics struct {
-	received, bytes, truncated prometheus.Counter
-	dropped                    prometheus.Counter
-	last                       prometheus.Gauge
-	events                     *prometheus.CounterVec
-	endpoint                   string
-}
-
-func (m *Metrics) forEndpoint(endpoint string) endpointMetrics {
-	return endpointMetrics{
-		received:  m.Received.WithLabelValues(endpoint),
-		bytes:     m.Bytes.WithLabelValues(endpoint),
-		truncated: m.Truncated.WithLabelValues(endpoint),
-		dropped:   m.Dropped.WithLabelValues(DropSinkFailed),
-		last:      m.LastMessage,
-		events:    m.Events,
-		endpoint:  endpoint,
+// Describe implements prometheus.Collector for the per-endpoint series.
+func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{m.received, m.bytes, m.truncated, m.events, m.connections} {
+		ch <- d
 	}
 }
 
-func (em endpointMetrics) event(name string) {
-	em.events.WithLabelValues(em.endpoint, name).Inc()
+// Collect implements prometheus.Collector: one series per endpoint and
+// counter, and one per endpoint and event kind seen.
+func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
+	m.mu.Lock()
+	endpoints := m.endpoints
+	m.mu.Unlock()
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	for _, s := range endpoints {
+		counter(m.received, s.received.Load(), s.endpoint)
+		counter(m.bytes, s.bytes.Load(), s.endpoint)
+		counter(m.truncated, s.truncated.Load(), s.endpoint)
+		ch <- prometheus.MustNewConstMetric(m.connections, prometheus.GaugeValue, float64(s.connections.Load()), s.endpoint)
+		for kind := range s.events {
+			if v := s.events[kind].Load(); v > 0 {
+				counter(m.events, v, s.endpoint, eventKinds[kind])
+			}
+		}
+	}
+}
+
+// Event kinds, as the metric's event label says them.
+const (
+	evConnected = iota
+	evListening
+	evBindFailed
+	evAccepted
+	evAcceptFailed
+	evDisconnected
+	evHandshakeFailed
+	evOther
+	numEventKinds
+)
+
+var eventKinds = [numEventKinds]string{"connected", "listening", "bind_failed", "accepted",
+	"accept_failed", "disconnected", "handshake_failed", "other"}
+
+func eventKind(ev zmq.Event) int {
+	switch ev {
+	case zmq.EVENT_CONNECTED:
+		return evConnected
+	case zmq.EVENT_LISTENING:
+		return evListening
+	case zmq.EVENT_BIND_FAILED:
+		return evBindFailed
+	case zmq.EVENT_ACCEPTED:
+		return evAccepted
+	case zmq.EVENT_ACCEPT_FAILED:
+		return evAcceptFailed
+	case zmq.EVENT_DISCONNECTED:
+		return evDisconnected
+	case zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+		return evHandshakeFailed
+	default:
+		return evOther
+	}
+}
+
+// endpointStats are one endpoint's counters: written by the loop that owns
+// its subscriber, read by scrapes.
+type endpointStats struct {
+	endpoint                   string
+	received, bytes, truncated atomic.Uint64
+	connections                atomic.Int64
+	events                     [numEventKinds]atomic.Uint64
+
+	// Shared with every endpoint.
+	dropped prometheus.Counter
+	last    prometheus.Gauge
+}
+
+// forEndpoint adds an endpoint's series, all at zero, so that an endpoint
+// that never connected shows.
+func (m *Metrics) forEndpoint(endpoint string) *endpointStats {
+	s := &endpointStats{endpoint: endpoint, dropped: m.Dropped.WithLabelValues(DropSinkFailed), last: m.LastMessage}
+	m.mu.Lock()
+	m.endpoints = append(m.endpoints, s)
+	m.mu.Unlock()
+	return s
 }

@@ -1,12 +1,10 @@
 package ingest
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	zmq "github.com/pebbe/zmq4"
@@ -39,9 +37,6 @@ type Options struct {
 
 // Socket tuning that is not worth a setting of its own.
 const (
-	// pollInterval bounds how long an idle subscriber waits before it
-	// looks at its context again.
-	pollInterval = 100 * time.Millisecond
 	// stopDrain bounds the time a stopping subscriber spends taking
 	// messages libzmq has already queued.
 	stopDrain = 500 * time.Millisecond
@@ -57,20 +52,47 @@ const (
 	heartbeatTimeout = 30 * time.Second
 )
 
+// What one endpoint costs, for sizing the zmq context and checking the
+// file limit: a SUB socket, the PAIR socket that reads its monitor and
+// libzmq's own monitor socket, each with a mailbox descriptor, plus the
+// connection (connect) or the listener (bind). A bind endpoint also takes
+// one descriptor per connected publisher, which no configuration knows.
+const (
+	socketsPerEndpoint = 3
+	filesPerEndpoint   = socketsPerEndpoint + 1
+	// contextSockets and baseFiles leave room for the rest: the CurveZMQ
+	// authenticator, libzmq's reaper and I/O threads, the receive loops'
+	// epoll and pipes, the log file, the HTTP server and its clients.
+	contextSockets = 64
+	baseFiles      = 256
+)
+
+// SocketsNeeded is the zmq context's socket limit (ZMQ_MAX_SOCKETS) for a
+// daemon with this many endpoints; never below libzmq's default.
+func SocketsNeeded(endpoints int) int {
+	return max(1023, endpoints*socketsPerEndpoint+contextSockets)
+}
+
+// FilesNeeded is the least file-descriptor limit the endpoints need.
+func FilesNeeded(connect, bind int) int {
+	return (connect+bind)*filesPerEndpoint + bind*16 + baseFiles
+}
+
 var monitorSeq atomic.Int64
 
-// Subscriber owns one SUB socket and its monitor socket. Only the goroutine
-// running Run touches them after NewSubscriber returns: zmq sockets are not
-// thread-safe.
+// Subscriber is one endpoint: a SUB socket and its monitor socket. After
+// NewSubscriber returns, only the receive loop that runs it (loop.go)
+// touches them: zmq sockets are not thread-safe.
 type Subscriber struct {
 	opt    Options
 	sock   *zmq.Socket
 	mon    *zmq.Socket
-	poller *zmq.Poller
 	recv   *receiver
 	q      *Queue
-	m      endpointMetrics
+	m      *endpointStats
 	log    *slog.Logger
+	events eventLog // owned by the loop, like the sockets
+	conns  int      // connections open now, from the monitor's events; owned by the loop
 	ready  atomic.Bool
 }
 
@@ -107,9 +129,6 @@ func NewSubscriber(zctx *zmq.Context, opt Options, q *Queue, m *Metrics, log *sl
 		return nil, fmt.Errorf("%s %s: %w", verb, opt.Endpoint, err)
 	}
 	s.recv = newReceiver(s.sock, opt.MaxMessageBytes, opt.WantPeer)
-	s.poller = zmq.NewPoller()
-	s.poller.Add(s.sock, zmq.POLLIN)
-	s.poller.Add(s.mon, zmq.POLLIN)
 	s.ready.Store(true)
 	return s, nil
 }
@@ -146,7 +165,10 @@ func (s *Subscriber) configure() error {
 // It must run before bind/connect, or the first events are lost.
 func (s *Subscriber) monitor(zctx *zmq.Context) error {
 	addr := fmt.Sprintf("inproc://aggregator-monitor-%d", monitorSeq.Add(1))
-	events := zmq.EVENT_CONNECTED | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_LISTENING |
+	// Not EVENT_CONNECT_RETRIED: a thousand absent publishers would send
+	// hundreds a second, costing an idle daemon more than everything else
+	// it does; the connection gauge already says which endpoints are down.
+	events := zmq.EVENT_CONNECTED | zmq.EVENT_LISTENING |
 		zmq.EVENT_BIND_FAILED | zmq.EVENT_ACCEPTED | zmq.EVENT_ACCEPT_FAILED |
 		zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL |
 		zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
@@ -169,63 +191,14 @@ func (s *Subscriber) Ready() bool { return s.ready.Load() }
 // Endpoint is the configured endpoint.
 func (s *Subscriber) Endpoint() string { return s.opt.Endpoint }
 
-// Run receives until ctx is done, then takes what libzmq has already queued
-// (for at most stopDrain), hands over the last batch and closes the socket.
-// It hands batches on as soon as the socket has nothing more waiting, so an
-// idle daemon forwards each message at once. abort is closed when the sink
-// has failed; batches that can no longer be delivered are counted as
-// dropped.
-func (s *Subscriber) Run(ctx context.Context, abort <-chan struct{}) error {
-	defer s.Close()
-	b := s.q.Get(s.opt.Endpoint)
-	for ctx.Err() == nil {
-		switch errno := s.recv.fill(b); errno {
-		case 0: // b is full
-		case syscall.EAGAIN:
-			if len(b.Records) == 0 {
-				s.wait()
-				continue
-			}
-		default:
-			s.deliver(b, abort)
-			return fmt.Errorf("receive on %s: %w", s.opt.Endpoint, errno)
-		}
-		if !s.deliver(b, abort) {
-			return nil
-		}
-		b = s.q.Get(s.opt.Endpoint)
-		s.events()
+// fds are the descriptors libzmq signals when the socket or the monitor
+// may have something to read (ZMQ_FD): the receive loop waits on them.
+func (s *Subscriber) fds() (sock, mon int, err error) {
+	if sock, err = s.sock.GetFd(); err != nil {
+		return 0, 0, err
 	}
-	s.ready.Store(false)
-	deadline := time.Now().Add(stopDrain)
-	for time.Now().Before(deadline) {
-		errno := s.recv.fill(b)
-		if b.full() {
-			if !s.deliver(b, abort) {
-				return nil
-			}
-			b = s.q.Get(s.opt.Endpoint)
-		}
-		if errno != 0 {
-			break
-		}
-	}
-	s.deliver(b, abort)
-	return nil
-}
-
-// wait blocks until the socket or its monitor has something, or for at
-// most pollInterval.
-func (s *Subscriber) wait() {
-	polled, err := s.poller.Poll(pollInterval)
-	if err != nil {
-		return
-	}
-	for _, p := range polled {
-		if p.Socket == s.mon {
-			s.events()
-		}
-	}
+	mon, err = s.mon.GetFd()
+	return sock, mon, err
 }
 
 // deliver counts b and hands it to the sink. It reports false when the sink
@@ -236,10 +209,10 @@ func (s *Subscriber) deliver(b *Batch, abort <-chan struct{}) bool {
 		s.q.Recycle(b)
 		return true
 	}
-	s.m.received.Add(float64(n))
-	s.m.bytes.Add(float64(b.Bytes))
+	s.m.received.Add(uint64(n))
+	s.m.bytes.Add(uint64(b.Bytes))
 	if b.truncated > 0 {
-		s.m.truncated.Add(float64(b.truncated))
+		s.m.truncated.Add(uint64(b.truncated))
 	}
 	s.m.last.Set(float64(b.Records[n-1].Time) / 1e9)
 	if s.q.Send(b, abort) {
@@ -250,56 +223,41 @@ func (s *Subscriber) deliver(b *Batch, abort <-chan struct{}) bool {
 	return false
 }
 
-// events drains the monitor socket: counts each event and logs the state
-// changes an operator cares about.
-func (s *Subscriber) events() {
+// drainEvents reads the monitor socket until it is empty: each event is
+// counted, moves the connection gauge, and is logged at a bounded rate.
+// It returns when the event log next has a summary to write (zero: none).
+func (s *Subscriber) drainEvents(now time.Time) (due time.Time) {
 	for {
 		ev, addr, _, err := s.mon.RecvEvent(zmq.DONTWAIT)
 		if err != nil {
-			return
+			return s.events.next()
 		}
-		name := eventName(ev)
-		s.m.event(name)
+		kind := eventKind(ev)
+		s.m.events[kind].Add(1)
 		switch ev {
 		case zmq.EVENT_CONNECTED, zmq.EVENT_ACCEPTED:
-			s.log.Info("publisher connected", "event", name, "addr", addr)
-		case zmq.EVENT_DISCONNECTED:
-			s.log.Warn("publisher disconnected", "addr", addr)
-		case zmq.EVENT_LISTENING:
-			s.log.Info("listening", "addr", addr)
-		case zmq.EVENT_CONNECT_RETRIED:
-			s.log.Debug("publisher not reachable, retrying", "addr", addr)
-		default:
-			s.log.Warn("socket event", "event", name, "addr", addr)
+			s.conns++
+		case zmq.EVENT_DISCONNECTED: // also ends every accepted connection whose handshake failed
+			s.conns = max(s.conns-1, 0)
 		}
+		s.m.connections.Store(int64(s.conns))
+		s.events.note(s.log, now, kind, eventLevel(ev), addr)
 	}
 }
 
-func eventName(ev zmq.Event) string {
+// eventLevel is how loud an event is in the daemon's log: state changes an
+// operator cares about at info, trouble at warn.
+func eventLevel(ev zmq.Event) slog.Level {
 	switch ev {
-	case zmq.EVENT_CONNECTED:
-		return "connected"
-	case zmq.EVENT_CONNECT_RETRIED:
-		return "connect_retried"
-	case zmq.EVENT_LISTENING:
-		return "listening"
-	case zmq.EVENT_BIND_FAILED:
-		return "bind_failed"
-	case zmq.EVENT_ACCEPTED:
-		return "accepted"
-	case zmq.EVENT_ACCEPT_FAILED:
-		return "accept_failed"
-	case zmq.EVENT_DISCONNECTED:
-		return "disconnected"
-	case zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-		return "handshake_failed"
+	case zmq.EVENT_CONNECTED, zmq.EVENT_ACCEPTED, zmq.EVENT_LISTENING:
+		return slog.LevelInfo
 	default:
-		return "other"
+		return slog.LevelWarn
 	}
 }
 
-// Close closes the sockets. Run does it on return; call it only for a
-// subscriber whose Run never started.
+// Close closes the sockets. The receive loop does it when it returns; call
+// it only for a subscriber that was never run.
 func (s *Subscriber) Close() {
 	s.ready.Store(false)
 	if s.sock != nil {

@@ -12,7 +12,6 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"aggregator/internal/zmqtest"
 )
@@ -24,6 +23,7 @@ type rig struct {
 	zctx      *zmq.Context
 	q         *Queue
 	m         *Metrics
+	reg       *prometheus.Registry
 	subs      []*Subscriber
 	cancel    context.CancelFunc
 	done      chan error
@@ -41,7 +41,8 @@ func newRig(t *testing.T) *rig {
 		t.Fatal(err)
 	}
 	q := NewQueue(4)
-	r := &rig{t: t, zctx: zctx, q: q, m: NewMetrics(prometheus.NewRegistry(), q)}
+	reg := prometheus.NewRegistry()
+	r := &rig{t: t, zctx: zctx, q: q, m: NewMetrics(reg, q), reg: reg}
 	t.Cleanup(r.stop)
 	return r
 }
@@ -111,6 +112,34 @@ func (r *rig) stop() {
 		r.zctx.Term()
 		r.zctx = nil
 	}
+}
+
+// metric reads one series from the rig's registry, as a scrape would see
+// it: the endpoint label, then the event label for connection events.
+func (r *rig) metric(name string, labels ...string) float64 {
+	r.t.Helper()
+	families, err := r.reg.Gather()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range f.GetMetric() {
+			for i, lp := range m.GetLabel() {
+				if i >= len(labels) || lp.GetValue() != labels[i] {
+					continue series
+				}
+			}
+			if m.GetCounter() != nil {
+				return m.GetCounter().GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	return 0
 }
 
 // waitCount waits until n records have arrived.
@@ -201,14 +230,14 @@ func TestConnectAndBindAtOnce(t *testing.T) {
 		}
 	}
 	for _, s := range r.subs {
-		if got := testutil.ToFloat64(r.m.Received.WithLabelValues(s.Endpoint())); got != each {
+		if got := r.metric("aggregator_messages_received_total", s.Endpoint()); got != each {
 			t.Errorf("received metric for %s = %v, want %d", s.Endpoint(), got, each)
 		}
 	}
-	if ev := testutil.ToFloat64(r.m.Events.WithLabelValues(r.subs[0].Endpoint(), "connected")); ev < 1 {
+	if ev := r.metric("aggregator_connection_events_total", r.subs[0].Endpoint(), "connected"); ev < 1 {
 		t.Errorf("no connected event counted for %s", r.subs[0].Endpoint())
 	}
-	if ev := testutil.ToFloat64(r.m.Events.WithLabelValues(r.subs[2].Endpoint(), "accepted")); ev < 1 {
+	if ev := r.metric("aggregator_connection_events_total", r.subs[2].Endpoint(), "accepted"); ev < 1 {
 		t.Errorf("no accepted event counted for %s", r.subs[2].Endpoint())
 	}
 }
@@ -293,7 +322,7 @@ func TestPayloads(t *testing.T) {
 	if rec := recs[6]; !rec.Truncated || rec.Size() != 1000 || len(rec.Frames) != 2 {
 		t.Errorf("oversize multipart: truncated=%v size=%d frames=%d", rec.Truncated, rec.Size(), len(rec.Frames))
 	}
-	if got := testutil.ToFloat64(r.m.Truncated.WithLabelValues(p.Endpoint)); got != 2 {
+	if got := r.metric("aggregator_messages_truncated_total", p.Endpoint); got != 2 {
 		t.Errorf("truncated metric %v, want 2", got)
 	}
 	if recs[0].Time <= 0 || recs[0].Time > time.Now().UnixNano() {
@@ -325,7 +354,7 @@ func TestPublisherLateAndRestarting(t *testing.T) {
 		r.waitCount(100 * (round + 1))
 		p.Close() // the publisher goes away; the next round brings it back
 	}
-	if ev := testutil.ToFloat64(r.m.Events.WithLabelValues(ep, "disconnected")); ev < 2 {
+	if ev := r.metric("aggregator_connection_events_total", ep, "disconnected"); ev < 2 {
 		t.Errorf("disconnected events %v, want at least 2", ev)
 	}
 }
@@ -347,7 +376,7 @@ func TestStopDeliversWhatWasReceived(t *testing.T) {
 	r.mu.Lock()
 	n := len(r.recs)
 	r.mu.Unlock()
-	if got := testutil.ToFloat64(r.m.Received.WithLabelValues(p.Endpoint)); int(got) != n {
+	if got := r.metric("aggregator_messages_received_total", p.Endpoint); int(got) != n {
 		t.Fatalf("received metric %v but %d records reached the queue", got, n)
 	}
 }
