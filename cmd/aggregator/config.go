@@ -29,6 +29,12 @@ type Config struct {
 	Bind    []string `envconfig:"BIND" desc:"comma-separated endpoints the daemon binds for publishers that connect (tcp://*:port, tcp://127.0.0.1:port, ipc://path)"`
 	Topics  []string `envconfig:"TOPICS" desc:"comma-separated topic prefixes to subscribe to; empty subscribes to everything"`
 
+	PullConnect []string `envconfig:"PULL_CONNECT" desc:"comma-separated endpoints of PUSH producers that bind; the daemon connects a PULL socket to each"`
+	PullBind    []string `envconfig:"PULL_BIND" desc:"comma-separated endpoints the daemon binds with a PULL socket, for PUSH producers that connect (logbook's ZeroMQHandler(multi=True), syslog-ng, rsyslog's omczmq)"`
+
+	ReconnectMax time.Duration `envconfig:"RECONNECT_MAX" default:"1s" desc:"longest wait between attempts to reach a publisher that is down (libzmq backs off from 100ms up to this): one that comes back is found within about this long"`
+	StripNewline bool          `envconfig:"STRIP_NEWLINE" default:"true" desc:"drop one newline (\\n or \\r\\n) that ends a message, as rsyslog does: it ends the record, it is not part of it"`
+
 	LogFile       string        `envconfig:"LOG_FILE" default:"subscriber.log" desc:"path of the live log file; its directory must exist and be writable; backups are written next to it"`
 	Format        string        `envconfig:"FORMAT" default:"text" desc:"line format: text (<time> <message>) or json (one object a line)"`
 	TimeZone      string        `envconfig:"TIMEZONE" default:"UTC" desc:"time zone of the receive timestamps: UTC, Local or an IANA name such as Europe/Paris"`
@@ -59,6 +65,8 @@ func loadConfig() (Config, error) {
 	err := envconf.Process(envPrefix, &cfg)
 	cfg.Connect = envconf.TrimList(cfg.Connect)
 	cfg.Bind = envconf.TrimList(cfg.Bind)
+	cfg.PullConnect = envconf.TrimList(cfg.PullConnect)
+	cfg.PullBind = envconf.TrimList(cfg.PullBind)
 	cfg.Topics = envconf.TrimList(cfg.Topics)
 	return cfg, errors.Join(err, cfg.Validate(), cfg.checkEnvironment())
 }
@@ -72,21 +80,21 @@ const lineOverhead = 1024
 func (c *Config) Validate() error {
 	problems := envconf.NewProblems(envPrefix)
 	bad := problems.Add
-	for _, ep := range c.Connect {
-		if err := ingest.CheckEndpoint(ep, false); err != nil {
-			bad("CONNECT", "%v", err)
+	var all []string
+	for _, ep := range c.endpoints() {
+		if err := ingest.CheckEndpoint(ep.Endpoint, ep.Bind); err != nil {
+			bad(ep.key, "%v", err)
 		}
+		all = append(all, ep.Endpoint)
 	}
-	for _, ep := range c.Bind {
-		if err := ingest.CheckEndpoint(ep, true); err != nil {
-			bad("BIND", "%v", err)
-		}
+	if len(all) == 0 {
+		bad("CONNECT", "no endpoint to receive from: set AGG_CONNECT, AGG_BIND, AGG_PULL_CONNECT or AGG_PULL_BIND")
 	}
-	if len(c.Connect)+len(c.Bind) == 0 {
-		bad("CONNECT", "no endpoint to receive from: set AGG_CONNECT or AGG_BIND")
-	}
-	if seen := dupes(append(append([]string(nil), c.Connect...), c.Bind...)); len(seen) > 0 {
+	if seen := dupes(all); len(seen) > 0 {
 		bad("BIND", "endpoint listed twice: %s", strings.Join(seen, ", "))
+	}
+	if c.ReconnectMax < 100*time.Millisecond {
+		bad("RECONNECT_MAX", "%s: must be at least 100ms", c.ReconnectMax)
 	}
 	if c.LogFile == "" {
 		bad("LOG_FILE", "empty path")
@@ -139,6 +147,33 @@ func (c *Config) Validate() error {
 	return problems.Err()
 }
 
+// endpoint is one configured endpoint and the variable that names it.
+type endpoint struct {
+	ingest.Options // Endpoint, Bind, Pull
+	key            string
+}
+
+// endpoints lists every configured endpoint: SUB connect and bind, then
+// PULL connect and bind.
+func (c *Config) endpoints() []endpoint {
+	var eps []endpoint
+	for _, l := range []struct {
+		list       []string
+		bind, pull bool
+		key        string
+	}{
+		{c.Connect, false, false, "CONNECT"},
+		{c.Bind, true, false, "BIND"},
+		{c.PullConnect, false, true, "PULL_CONNECT"},
+		{c.PullBind, true, true, "PULL_BIND"},
+	} {
+		for _, ep := range l.list {
+			eps = append(eps, endpoint{ingest.Options{Endpoint: ep, Bind: l.bind, Pull: l.pull}, l.key})
+		}
+	}
+	return eps
+}
+
 // maxLine is the longest line a message of n bytes can become: JSON writes
 // a control byte as 6 (\u00XX), the text format any byte as at most 4.
 func maxLine(n int) int64 { return 6*int64(n) + lineOverhead }
@@ -162,13 +197,14 @@ func (c *Config) checkEnvironment() error {
 	if c.LogFile != "" { // Validate reports an empty path
 		problems.AddErr("LOG_FILE", checkLogDir(c.LogFile))
 	}
-	if need, limit := ingest.FilesNeeded(len(c.Connect), len(c.Bind)), fileLimit(); need > limit {
+	connect, bind := len(c.Connect)+len(c.PullConnect), len(c.Bind)+len(c.PullBind)
+	if need, limit := ingest.FilesNeeded(connect, bind), fileLimit(); need > limit {
 		key := "CONNECT"
-		if len(c.Bind) > len(c.Connect) {
+		if bind > connect {
 			key = "BIND"
 		}
 		problems.Add(key, "%d endpoints need at least %d open files, but this process may open only %d (RLIMIT_NOFILE): raise LimitNOFILE= in the unit, or ulimit -n",
-			len(c.Connect)+len(c.Bind), need, limit)
+			connect+bind, need, limit)
 	}
 	_, err := c.KeyFiles.Load(envPrefix)
 	return errors.Join(problems.Err(), err)
@@ -236,6 +272,8 @@ func knownVariables() []string { return envconf.Keys(envPrefix, &Config{}) }
 func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.Any("connect", c.Connect), slog.Any("bind", c.Bind), slog.Any("topics", c.Topics),
+		slog.Any("pull_connect", c.PullConnect), slog.Any("pull_bind", c.PullBind),
+		slog.Duration("reconnect_max", c.ReconnectMax), slog.Bool("strip_newline", c.StripNewline),
 		slog.String("log_file", c.LogFile), slog.String("format", c.Format), slog.String("timezone", c.TimeZone),
 		slog.Int("max_size_mb", c.MaxSizeMB), slog.Int("max_backups", c.MaxBackups), slog.Int("max_age_days", c.MaxAgeDays),
 		slog.Bool("compress", c.Compress), slog.Duration("rotate_every", c.RotateEvery), slog.Duration("flush_interval", c.FlushInterval),

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"aggregator/internal/curve"
 	"aggregator/internal/envconf"
@@ -50,9 +51,9 @@ func TestShippedConfigLoads(t *testing.T) {
 
 func TestValidateNamesEveryProblem(t *testing.T) {
 	cfg := Config{
-		Connect: []string{"tcp://*:1"}, Bind: []string{"udp://x:1"}, LogFile: "", Format: "xml", TimeZone: "Mars/Olympus",
+		Connect: []string{"tcp://*:1"}, Bind: []string{"udp://x:1"}, PullConnect: []string{"tcp://*:2"}, PullBind: []string{"tcp://h"}, LogFile: "", Format: "xml", TimeZone: "Mars/Olympus",
 		MaxSizeMB: 0, MaxBackups: -1, MaxAgeDays: -1, RotateEvery: 1, FlushInterval: 0, RcvHWM: -1,
-		MaxMessageBytes: 0, QueueBatches: 0, HTTPAddr: "9780", LogLevel: "loud", LogFormat: "xml",
+		MaxMessageBytes: 0, QueueBatches: 0, ReconnectMax: time.Millisecond, HTTPAddr: "9780", LogLevel: "loud", LogFormat: "xml",
 		KeyFiles: curve.KeyFiles{ServerPublicKeyFile: "/etc/aggregator/publishers.public"}, // without a secret key of our own
 	}
 	err := cfg.Validate()
@@ -61,7 +62,7 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 	}
 	for _, v := range knownVariables() {
 		switch v {
-		case "AGG_TOPICS", "AGG_COMPRESS", "AGG_CURVE_SERVER_PUBLIC_KEY_FILE", "AGG_CURVE_ALLOWED_KEYS_FILE":
+		case "AGG_TOPICS", "AGG_COMPRESS", "AGG_STRIP_NEWLINE", "AGG_CURVE_SERVER_PUBLIC_KEY_FILE", "AGG_CURVE_ALLOWED_KEYS_FILE":
 			continue // any prefixes and any parsed boolean are valid; key files are read by checkEnvironment
 		}
 		if !containsLine(err.Error(), v+":") {

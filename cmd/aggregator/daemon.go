@@ -105,7 +105,7 @@ func newDaemon(cfg Config, log *slog.Logger, getenv func(string) string) (d *dae
 	// Both must be set before the first socket. libzmq's default of 1,023
 	// sockets would stop the daemon at about 340 endpoints.
 	if err = errors.Join(d.zctx.SetIoThreads(cfg.IOThreads),
-		d.zctx.SetMaxSockets(ingest.SocketsNeeded(len(cfg.Connect)+len(cfg.Bind)))); err != nil {
+		d.zctx.SetMaxSockets(ingest.SocketsNeeded(len(cfg.endpoints())))); err != nil {
 		return d, fmt.Errorf("zmq context: %w", err)
 	}
 	// The handler must be bound before any socket takes a connection.
@@ -113,32 +113,20 @@ func newDaemon(cfg Config, log *slog.Logger, getenv func(string) string) (d *dae
 		return d, err
 	}
 	ilog := log.With("component", "ingest")
-	add := func(ep string, bind bool) error {
-		s, err := ingest.NewSubscriber(d.zctx, ingest.Options{
-			Endpoint:        ep,
-			Bind:            bind,
-			Topics:          cfg.Topics,
-			RcvHWM:          cfg.RcvHWM,
-			MaxMessageBytes: cfg.MaxMessageBytes,
-			WantPeer:        format.NeedsPeer(),
-			Curve:           keys.ID,
-			CurveServer:     keys.Server,
-		}, d.queue, im, ilog)
+	for _, ep := range cfg.endpoints() {
+		opt := ep.Options
+		opt.Topics = cfg.Topics
+		opt.RcvHWM = cfg.RcvHWM
+		opt.MaxMessageBytes = cfg.MaxMessageBytes
+		opt.WantPeer = format.NeedsPeer()
+		opt.Curve, opt.CurveServer = keys.ID, keys.Server
+		opt.StripNewline = cfg.StripNewline
+		opt.ReconnectMax = cfg.ReconnectMax
+		s, err := ingest.NewSubscriber(d.zctx, opt, d.queue, im, ilog)
 		if err != nil {
-			return err
+			return d, err
 		}
 		d.subs = append(d.subs, s)
-		return nil
-	}
-	for _, ep := range cfg.Connect {
-		if err = add(ep, false); err != nil {
-			return d, err
-		}
-	}
-	for _, ep := range cfg.Bind {
-		if err = add(ep, true); err != nil {
-			return d, err
-		}
 	}
 
 	// HTTP.
@@ -237,7 +225,8 @@ func (d *daemon) Run(ctx context.Context, hup <-chan struct{}) error {
 
 	d.running.Store(true)
 	d.notify.Send(sdnotify.Ready)
-	d.log.Info("started", "connect", d.cfg.Connect, "bind", d.cfg.Bind, "file", d.cfg.LogFile, "http", d.HTTPAddr())
+	d.log.Info("started", "connect", d.cfg.Connect, "bind", d.cfg.Bind, "pull_connect", d.cfg.PullConnect,
+		"pull_bind", d.cfg.PullBind, "file", d.cfg.LogFile, "http", d.HTTPAddr())
 
 	var errs []error
 	ingestOver, sinkOver := false, false

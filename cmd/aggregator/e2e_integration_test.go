@@ -33,6 +33,7 @@ func TestEndToEndPayloads(t *testing.T) {
 	sends := [][]string{
 		{"lower case of HeLLo is hello"},
 		{"two\nlines\r\n"},
+		{"ends twice\n\n"},
 		{"bin\x00\xff"},
 		{""},
 		{"app.INFO", "multipart message"},
@@ -49,14 +50,15 @@ func TestEndToEndPayloads(t *testing.T) {
 	if err := conn.Send([]byte("from a connecting publisher")); err != nil {
 		t.Fatal(err)
 	}
-	p.waitMetric("aggregator_lines_written_total", 6)
+	p.waitMetric("aggregator_lines_written_total", 7)
 	if code := p.stop(); code != 0 {
 		t.Fatalf("exit status %d", code)
 	}
 	seen, _ := readMessages(t, p.log)
 	for _, want := range []string{
 		"lower case of HeLLo is hello",
-		`two\nlines\r\n`,
+		`two\nlines`, // one trailing newline ends the message (AGG_STRIP_NEWLINE)
+		`ends twice\n`,
 		`bin\x00\xff`,
 		"",
 		"app.INFO\tmultipart message",
@@ -65,6 +67,21 @@ func TestEndToEndPayloads(t *testing.T) {
 		if seen[want] != 1 {
 			t.Errorf("line %q found %d times; all: %v", want, seen[want], seen)
 		}
+	}
+}
+
+// TestKeepNewline: AGG_STRIP_NEWLINE=false writes a message as it came.
+func TestKeepNewline(t *testing.T) {
+	bound, _ := publishers(t)
+	p := startAgg(t, map[string]string{"AGG_CONNECT": bound.Endpoint, "AGG_STRIP_NEWLINE": "false"})
+	subscribed(t, bound)
+	if err := bound.Send([]byte("kept\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	p.waitMetric("aggregator_lines_written_total", 1)
+	p.stop()
+	if seen, _ := readMessages(t, p.log); seen[`kept\r\n`] != 1 {
+		t.Errorf("lines: %v", seen)
 	}
 }
 

@@ -25,6 +25,8 @@ type Config struct {
 	MaxParamBytes int           `envconfig:"MAX_PARAM_BYTES" default:"4096" desc:"longest accepted param, in bytes; longer gets 414"`
 	QueueLength   int           `envconfig:"QUEUE_LENGTH" default:"10000" desc:"messages waiting for the publisher; when full, a message is dropped and counted, and the request still succeeds"`
 	SndHWM        int           `envconfig:"SNDHWM" default:"100000" desc:"ZeroMQ send high-water mark per subscriber, in messages (0 means no limit)"`
+	HoldMessages  int           `envconfig:"HOLD_MESSAGES" default:"1000" desc:"messages kept while no subscriber wants them, sent when one subscribes; beyond it the oldest is dropped and counted (no_subscriber); 0 drops at once"`
+	HoldFor       time.Duration `envconfig:"HOLD_FOR" default:"60s" desc:"longest a message is kept waiting for a subscriber; then it is dropped and counted (no_subscriber)"`
 	Linger        time.Duration `envconfig:"LINGER" default:"2s" desc:"on stop, how long queued messages may take to reach subscribers"`
 	LogLevel      string        `envconfig:"LOG_LEVEL" default:"info" desc:"log level on stderr: debug, info, warn or error"`
 	LogFormat     string        `envconfig:"LOG_FORMAT" default:"text" desc:"log format on stderr: text or json"`
@@ -69,6 +71,12 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxParamBytes < 1 {
 		bad("MAX_PARAM_BYTES", "%d: must be at least 1", c.MaxParamBytes)
+	}
+	if c.HoldMessages < 0 {
+		bad("HOLD_MESSAGES", "%d: must not be negative", c.HoldMessages)
+	}
+	if c.HoldFor <= 0 {
+		bad("HOLD_FOR", "%s: must be more than 0s", c.HoldFor)
 	}
 	if c.QueueLength < 1 {
 		bad("QUEUE_LENGTH", "%d: must be at least 1", c.QueueLength)

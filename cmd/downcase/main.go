@@ -112,12 +112,13 @@ func newService(cfg Config, log *slog.Logger) (_ *service, err error) {
 	if s.auth, err = keys.Authenticator(s.zctx, log); err != nil {
 		return nil, err
 	}
-	var queueLen func() float64 = func() float64 { return 0 }
-	m := newPubMetrics(reg, func() float64 { return queueLen() })
+	var queueLen, held func() float64 = func() float64 { return 0 }, func() float64 { return 0 }
+	m := newPubMetrics(reg, func() float64 { return queueLen() }, func() float64 { return held() })
 	if s.pub, err = newPublisher(s.zctx, cfg, keys, m, log.With("component", "publisher")); err != nil {
 		return nil, err
 	}
 	queueLen = func() float64 { return float64(len(s.pub.queue)) }
+	held = func() float64 { return float64(s.pub.heldSize.Load()) }
 
 	mux := http.NewServeMux()
 	newAPI(cfg.MaxParamBytes, s.pub, reg).register(mux)

@@ -30,6 +30,8 @@ func testConfig(t *testing.T) Config {
 		PubBind:       []string{ep},
 		MaxParamBytes: 64,
 		QueueLength:   100,
+		HoldMessages:  1000,
+		HoldFor:       time.Minute,
 		SndHWM:        0,
 		Linger:        time.Second,
 		LogLevel:      "debug",
@@ -201,7 +203,7 @@ func TestFullQueueDropsAndStillAnswers(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	m := newPubMetrics(reg, func() float64 { return 0 })
+	m := newPubMetrics(reg, func() float64 { return 0 }, func() float64 { return 0 })
 	pub, err := newPublisher(zctx, cfg, curve.Keys{}, m, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -254,5 +256,63 @@ func TestConfigValidate(t *testing.T) {
 		if !strings.Contains(err.Error(), "DOWNCASE_"+v) {
 			t.Errorf("error does not name DOWNCASE_%s: %v", v, err)
 		}
+	}
+}
+
+// TestHoldsUntilSubscribed: a request made before any subscriber joined
+// is held and delivered when one subscribes; one held too long is dropped
+// and counted, and only what a subscriber got counts as published.
+func TestHoldsUntilSubscribed(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.HoldFor = 300 * time.Millisecond
+	s, err := newService(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, sdnotify.New(func(string) string { return "" })) }()
+	defer func() { cancel(); <-done }()
+	base := "http://" + s.Addr()
+	metric := func(series string) string {
+		for _, line := range strings.Split(get(t, base+"/metrics", nil).body, "\n") {
+			if v, ok := strings.CutPrefix(line, series+" "); ok {
+				return v
+			}
+		}
+		return ""
+	}
+
+	get(t, base+"/downcase/?param=Expired", nil)
+	time.Sleep(500 * time.Millisecond) // longer than HoldFor
+	get(t, base+"/downcase/?param=Early", nil)
+	if held := metric("downcase_held_messages"); held != "1" {
+		t.Errorf("held %s, want 1", held)
+	}
+	if dropped := metric(`downcase_messages_dropped_total{reason="no_subscriber"}`); dropped != "1" {
+		t.Errorf("no_subscriber drops %s, want 1", dropped)
+	}
+
+	sub, err := zmq.NewSocket(zmq.SUB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	sub.SetLinger(0)
+	sub.SetSubscribe("")
+	sub.SetRcvtimeo(5 * time.Second)
+	if err := sub.Connect(cfg.PubBind[0]); err != nil {
+		t.Fatal(err)
+	}
+	msg, err := sub.Recv(0)
+	if err != nil || msg != "lower case of Early is early" {
+		t.Fatalf("got %q, %v; want the held message", msg, err)
+	}
+	get(t, base+"/downcase/?param=Late", nil)
+	if msg, err := sub.Recv(0); err != nil || msg != "lower case of Late is late" {
+		t.Fatalf("got %q, %v", msg, err)
+	}
+	if pub := metric("downcase_messages_published_total"); pub != "2" {
+		t.Errorf("published %s, want 2", pub)
 	}
 }

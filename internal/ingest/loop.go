@@ -76,8 +76,8 @@ func (l *loop) watch(fd int, token int32) error {
 	return nil
 }
 
-// run receives until ctx is done, then takes what libzmq already holds (for
-// at most stopDrain), hands it over and closes every socket. A batch is
+// run receives until ctx is done, then takes what libzmq already holds,
+// hands it over and closes every socket. A batch is
 // handed on as soon as its socket has nothing more waiting, so an idle
 // daemon forwards each message at once. abort is closed when the sink has
 // failed; batches that can no longer be delivered are counted as dropped.
@@ -187,16 +187,17 @@ func (l *loop) markReady(i int) {
 	}
 }
 
-// drain takes, for at most stopDrain, what libzmq has already queued on
-// each socket, and hands it over.
+// drain takes what libzmq holds for each socket, until the socket is
+// empty (or stopDrainMax has passed), and hands it over. Whatever arrives
+// after is lost with the connection, as PUB/SUB and PUSH/PULL lose it.
 func (l *loop) drain(abort <-chan struct{}) error {
-	deadline := time.Now().Add(stopDrain)
+	deadline := time.Now().Add(stopDrainMax)
 	for _, s := range l.subs {
 		s.ready.Store(false)
 	}
 	for _, s := range l.subs {
 		b := l.q.Get(s.opt.Endpoint)
-		for time.Now().Before(deadline) {
+		for {
 			errno := s.recv.fill(b)
 			if b.full() {
 				if !s.deliver(b, abort) {
@@ -205,6 +206,10 @@ func (l *loop) drain(abort <-chan struct{}) error {
 				b = l.q.Get(s.opt.Endpoint)
 			}
 			if errno != 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				s.log.Warn("stop: publishers still sending after the drain time; the rest is lost", "drain", stopDrainMax)
 				break
 			}
 		}

@@ -34,12 +34,15 @@ static size_t agg_room(int max_bytes) {
 //	uint8 truncated | uint8 peer length | peer | per frame: uint32 length, bytes
 //
 // Payload beyond max_bytes (all frames together) and frames beyond
-// AGG_MAX_FRAMES are cut and the message marked truncated. It returns the
+// AGG_MAX_FRAMES are cut and the message marked truncated. With
+// strip_newline, one "\n" or "\r\n" ending the last frame of a message that
+// was not cut is dropped: it ends the record, it is not part of it. It
+// returns the
 // number of messages, sets *used to the bytes written and *err to the
 // errno that ended the run (EAGAIN when the socket is empty; 0 when the
 // batch is full).
 static int agg_recv_batch(void *sock, unsigned char *buf, size_t cap, int max_msgs,
-                          int max_bytes, int want_peer, size_t *used, int *err) {
+                          int max_bytes, int want_peer, int strip_newline, size_t *used, int *err) {
 	size_t off = 0, room = agg_room(max_bytes);
 	int n = 0;
 	*err = 0;
@@ -75,6 +78,7 @@ static int agg_recv_batch(void *sock, unsigned char *buf, size_t cap, int max_ms
 		size_t budget = (size_t)max_bytes;
 		uint16_t frames = 0;
 		uint8_t truncated = 0;
+		size_t last = 0; // offset of the last kept frame's length field
 		for (;;) {
 			size_t len = zmq_msg_size(&msg);
 			int more = zmq_msg_more(&msg);
@@ -82,6 +86,7 @@ static int agg_recv_batch(void *sock, unsigned char *buf, size_t cap, int max_ms
 				size_t keep = len <= budget ? len : budget;
 				uint32_t l32 = (uint32_t)keep;
 				memcpy(rec + p, &l32, 4);
+				last = p;
 				if (keep > 0)
 					memcpy(rec + p + 4, zmq_msg_data(&msg), keep);
 				p += 4 + keep;
@@ -104,6 +109,18 @@ static int agg_recv_batch(void *sock, unsigned char *buf, size_t cap, int max_ms
 			if (rc < 0) {
 				zmq_msg_close(&msg);
 				break;
+			}
+		}
+		if (strip_newline && frames > 0 && !truncated) {
+			uint32_t l32;
+			memcpy(&l32, rec + last, 4);
+			unsigned char *end = rec + last + 4 + l32;
+			if (l32 > 0 && end[-1] == '\n') {
+				l32--;
+				if (l32 > 0 && end[-2] == '\r')
+					l32--;
+				memcpy(rec + last, &l32, 4);
+				p = last + 4 + l32;
 			}
 		}
 		uint32_t size = (uint32_t)p;
@@ -147,15 +164,17 @@ type receiver struct {
 	maxBytes int
 	room     int
 	wantPeer bool
+	strip    bool              // drop one trailing newline of each message
 	peers    map[string]string // interned peer addresses: one string per connection, not per message
 }
 
-func newReceiver(s *zmq.Socket, maxBytes int, wantPeer bool) *receiver {
+func newReceiver(s *zmq.Socket, maxBytes int, wantPeer, strip bool) *receiver {
 	return &receiver{
 		sock:     rawSocket(s),
 		maxBytes: maxBytes,
 		room:     roomFor(maxBytes),
 		wantPeer: wantPeer,
+		strip:    strip,
 		peers:    map[string]string{},
 	}
 }
@@ -179,7 +198,7 @@ func (r *receiver) fill(b *Batch) syscall.Errno {
 		var used C.size_t
 		var errno C.int
 		n := C.agg_recv_batch(r.sock, (*C.uchar)(unsafe.Pointer(&free[0])), C.size_t(len(free)),
-			C.int(maxBatchRecords-len(b.Records)), C.int(r.maxBytes), C.int(boolInt(r.wantPeer)), &used, &errno)
+			C.int(maxBatchRecords-len(b.Records)), C.int(r.maxBytes), C.int(boolInt(r.wantPeer)), C.int(boolInt(r.strip)), &used, &errno)
 		r.unpack(b, free[:used], int(n))
 		b.buf = b.buf[:len(b.buf)+int(used)]
 		if errno != 0 {

@@ -12,14 +12,23 @@ import (
 	"aggregator/internal/curve"
 )
 
-// Options configure one subscriber: one SUB socket on one endpoint.
+// Options configure one subscriber: one SUB (or PULL) socket on one
+// endpoint.
 type Options struct {
 	Endpoint string
 	// Bind makes the socket bind Endpoint (publishers connect to us);
 	// otherwise it connects to a publisher that binds.
 	Bind bool
-	// Topics are subscription prefixes; none means every message.
+	// Pull makes it a PULL socket, for PUSH producers, which wait for a
+	// receiver instead of dropping; otherwise it is a SUB socket.
+	Pull bool
+	// Topics are subscription prefixes (SUB only); none means every message.
 	Topics []string
+	// StripNewline drops one "\n" or "\r\n" that ends a message.
+	StripNewline bool
+	// ReconnectMax caps libzmq's reconnect back-off: a publisher that
+	// comes back is found within about this long.
+	ReconnectMax time.Duration
 	// RcvHWM is libzmq's receive high-water mark, in messages.
 	RcvHWM int
 	// MaxMessageBytes is the most payload a record keeps; a longer message
@@ -37,9 +46,12 @@ type Options struct {
 
 // Socket tuning that is not worth a setting of its own.
 const (
-	// stopDrain bounds the time a stopping subscriber spends taking
-	// messages libzmq has already queued.
-	stopDrain = 500 * time.Millisecond
+	// stopDrainMax bounds the time a stopping daemon spends taking what
+	// libzmq holds. It reads each socket until it is empty, which takes
+	// milliseconds: it is faster than its publishers or they would be
+	// dropping already. The bound is for publishers faster than that,
+	// well inside systemd's TimeoutStopSec=30s.
+	stopDrainMax = 10 * time.Second
 	// frameLimitFactor: libzmq itself refuses (and disconnects) a peer
 	// sending a frame over this many times MaxMessageBytes; below it we
 	// truncate and count. It keeps one absurd frame from taking the memory.
@@ -47,7 +59,6 @@ const (
 	minFrameLimit    = 1 << 20
 
 	reconnectIvl     = 100 * time.Millisecond
-	reconnectIvlMax  = 5 * time.Second
 	heartbeatIvl     = 10 * time.Second
 	heartbeatTimeout = 30 * time.Second
 )
@@ -110,7 +121,11 @@ func NewSubscriber(zctx *zmq.Context, opt Options, q *Queue, m *Metrics, log *sl
 			s.Close()
 		}
 	}()
-	if s.sock, err = zctx.NewSocket(zmq.SUB); err != nil {
+	kind := zmq.SUB
+	if opt.Pull {
+		kind = zmq.PULL
+	}
+	if s.sock, err = zctx.NewSocket(kind); err != nil {
 		return nil, fmt.Errorf("new socket: %w", err)
 	}
 	if err = s.configure(); err != nil {
@@ -128,7 +143,7 @@ func NewSubscriber(zctx *zmq.Context, opt Options, q *Queue, m *Metrics, log *sl
 		verb := map[bool]string{true: "bind", false: "connect"}[opt.Bind]
 		return nil, fmt.Errorf("%s %s: %w", verb, opt.Endpoint, err)
 	}
-	s.recv = newReceiver(s.sock, opt.MaxMessageBytes, opt.WantPeer)
+	s.recv = newReceiver(s.sock, opt.MaxMessageBytes, opt.WantPeer, opt.StripNewline)
 	s.ready.Store(true)
 	return s, nil
 }
@@ -140,7 +155,7 @@ func (s *Subscriber) configure() error {
 		s.sock.SetRcvhwm(s.opt.RcvHWM),
 		s.sock.SetMaxmsgsize(limit),
 		s.sock.SetReconnectIvl(reconnectIvl),
-		s.sock.SetReconnectIvlMax(reconnectIvlMax),
+		s.sock.SetReconnectIvlMax(max(s.opt.ReconnectMax, reconnectIvl)),
 		s.sock.SetHeartbeatIvl(heartbeatIvl),
 		s.sock.SetHeartbeatTimeout(heartbeatTimeout),
 		s.sock.SetTcpKeepalive(1),
@@ -150,6 +165,9 @@ func (s *Subscriber) configure() error {
 		steps = append(steps, curve.Server(s.sock, *s.opt.Curve))
 	case s.opt.Curve != nil && s.opt.CurveServer != "":
 		steps = append(steps, curve.Client(s.sock, *s.opt.Curve, s.opt.CurveServer))
+	}
+	if s.opt.Pull {
+		return errors.Join(steps...)
 	}
 	topics := s.opt.Topics
 	if len(topics) == 0 {
