@@ -121,7 +121,7 @@ func newDaemon(cfg Config, log *slog.Logger, getenv func(string) string) (d *dae
 		opt.WantPeer = format.NeedsPeer()
 		opt.Curve, opt.CurveServer = keys.ID, keys.Server
 		opt.StripNewline = cfg.StripNewline
-		opt.ReconnectMax = cfg.ReconnectMax
+		opt.ReconnectMax = cfg.reconnectMax()
 		s, err := ingest.NewSubscriber(d.zctx, opt, d.queue, im, ilog)
 		if err != nil {
 			return d, err

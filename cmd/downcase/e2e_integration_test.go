@@ -207,3 +207,61 @@ func fileHas(path, s string) bool {
 	data, err := os.ReadFile(path)
 	return err == nil && strings.Contains(string(data), s)
 }
+
+// TestFirstRequestReachesTheLog: the demo's first request, made as soon as
+// downcase says it is ready, reaches subscriber.log within 3 s, whichever
+// of the two programs was started first.
+func TestFirstRequestReachesTheLog(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs both binaries")
+	}
+	bin := buildBoth(t)
+	for _, aggregatorFirst := range []bool{true, false} {
+		t.Run(fmt.Sprintf("aggregator first %v", aggregatorFirst), func(t *testing.T) {
+			work := t.TempDir()
+			pubEP, dcAddr, aggHTTP := freeTCP(t), freeTCP(t), freeTCP(t)
+			start := func(name string, env ...string) {
+				cmd := exec.Command(filepath.Join(bin, name))
+				cmd.Dir = work
+				cmd.Env = append(os.Environ(), env...)
+				if err := cmd.Start(); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
+			}
+			ready := func(addr string) {
+				within(t, 10*time.Second, addr+" ready", func() bool {
+					resp, err := http.Get("http://" + addr + "/-/ready")
+					if err != nil {
+						return false
+					}
+					resp.Body.Close()
+					return resp.StatusCode == 200
+				})
+			}
+			aggregator := func() {
+				start("aggregator", "AGG_CONNECT=tcp://"+pubEP, "AGG_HTTP_ADDR="+aggHTTP)
+				ready(aggHTTP)
+			}
+			if aggregatorFirst {
+				aggregator()
+				time.Sleep(3 * time.Second) // the reconnect back-off grows to its cap
+			}
+			start("downcase", "DOWNCASE_PUB_BIND=tcp://"+pubEP, "DOWNCASE_HTTP_ADDR="+dcAddr)
+			ready(dcAddr)
+			resp, err := http.Get("http://" + dcAddr + "/downcase/?param=FiRST")
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			asked := time.Now()
+			if !aggregatorFirst {
+				aggregator()
+			}
+			within(t, 3*time.Second, "the first request reaches subscriber.log", func() bool {
+				return fileHas(filepath.Join(work, "subscriber.log"), "lower case of FiRST is first")
+			})
+			t.Logf("in the log %s after the request", time.Since(asked).Round(time.Millisecond))
+		})
+	}
+}
