@@ -133,6 +133,10 @@ func (p *Publisher) Send(frames ...[]byte) error {
 	return nil
 }
 
+// SetSndhwm sets the send high-water mark (tests make it unlimited, as a
+// real publisher's is not: libzmq's default is 1,000 messages).
+func (p *Publisher) SetSndhwm(n int) error { return p.sock.SetSndhwm(n) }
+
 // Close closes the socket, waiting up to its linger for queued messages.
 func (p *Publisher) Close() error { return p.sock.Close() }
 
