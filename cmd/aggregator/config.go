@@ -15,6 +15,7 @@ import (
 	"aggregator/internal/cli"
 	"aggregator/internal/curve"
 	"aggregator/internal/envconf"
+	"aggregator/internal/forward"
 	"aggregator/internal/ingest"
 	"aggregator/internal/sink"
 )
@@ -52,6 +53,8 @@ type Config struct {
 
 	curve.KeyFiles
 
+	NATS forward.Config `envconfig:"NATS"`
+
 	HTTPAddr  string `envconfig:"HTTP_ADDR" default:"127.0.0.1:9780" desc:"host:port of the HTTP server for /metrics, /-/healthy and /-/ready"`
 	LogLevel  string `envconfig:"LOG_LEVEL" default:"info" desc:"daemon log level on stderr: debug, info, warn or error"`
 	LogFormat string `envconfig:"LOG_FORMAT" default:"text" desc:"daemon log format on stderr: text or json"`
@@ -67,6 +70,7 @@ func loadConfig() (Config, error) {
 	cfg.Bind = envconf.TrimList(cfg.Bind)
 	cfg.PullConnect = envconf.TrimList(cfg.PullConnect)
 	cfg.PullBind = envconf.TrimList(cfg.PullBind)
+	cfg.NATS.URLs = envconf.TrimList(cfg.NATS.URLs)
 	cfg.Topics = envconf.TrimList(cfg.Topics)
 	return cfg, errors.Join(err, cfg.Validate(), cfg.checkEnvironment())
 }
@@ -136,6 +140,7 @@ func (c *Config) Validate() error {
 		bad("IO_THREADS", "%d: must be between 1 and 64", c.IOThreads)
 	}
 	c.KeyFiles.Validate(problems)
+	c.NATS.Validate(problems)
 	if c.HTTPAddr != "" {
 		if _, port, err := net.SplitHostPort(c.HTTPAddr); err != nil || port == "" {
 			bad("HTTP_ADDR", "%q: want host:port, e.g. 127.0.0.1:9780", c.HTTPAddr)
@@ -220,6 +225,7 @@ func (c *Config) checkEnvironment() error {
 		problems.Add(key, "%d endpoints need at least %d open files, but this process may open only %d (RLIMIT_NOFILE): raise LimitNOFILE= in the unit, or ulimit -n",
 			connect+bind, need, limit)
 	}
+	c.NATS.CheckFiles(problems)
 	_, err := c.KeyFiles.Load(envPrefix)
 	return errors.Join(problems.Err(), err)
 }
@@ -294,6 +300,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("rcvhwm", c.RcvHWM), slog.Int("max_message_bytes", c.MaxMessageBytes), slog.Int("queue_batches", c.QueueBatches), slog.Int("io_threads", c.IOThreads),
 		slog.String("curve_secret_key_file", c.SecretKeyFile), slog.String("curve_allowed_keys_file", c.AllowedKeysFile),
 		slog.String("curve_server_public_key_file", c.ServerPublicKeyFile),
+		slog.Any("nats_url", c.NATS.URLs), slog.String("nats_stream", c.NATS.Stream), slog.String("nats_subject", c.NATS.Subject),
 		slog.String("http_addr", c.HTTPAddr),
 	)
 }

@@ -9,6 +9,7 @@ import (
 
 	"aggregator/internal/curve"
 	"aggregator/internal/envconf"
+	"aggregator/internal/forward"
 )
 
 // TestShippedConfigMatchesBinary: configs/aggregator.env names every
@@ -55,6 +56,8 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 		MaxSizeMB: 0, MaxBackups: -1, MaxAgeDays: -1, RotateEvery: 1, FlushInterval: 0, RcvHWM: -1,
 		MaxMessageBytes: 0, QueueBatches: 0, ReconnectMax: time.Millisecond, HTTPAddr: "9780", LogLevel: "loud", LogFormat: "xml",
 		KeyFiles: curve.KeyFiles{ServerPublicKeyFile: "/etc/aggregator/publishers.public"}, // without a secret key of our own
+		NATS: forward.Config{URLs: []string{"http://x"}, Stream: "a b", Subject: "a.*", Replicas: 0, Edge: "a/b",
+			Creds: "c", NKeySeed: "n", Password: "p", Cert: "c"},
 	}
 	err := cfg.Validate()
 	if err == nil {
@@ -62,7 +65,8 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 	}
 	for _, v := range knownVariables() {
 		switch v {
-		case "AGG_TOPICS", "AGG_COMPRESS", "AGG_STRIP_NEWLINE", "AGG_CURVE_SERVER_PUBLIC_KEY_FILE", "AGG_CURVE_ALLOWED_KEYS_FILE":
+		case "AGG_TOPICS", "AGG_COMPRESS", "AGG_STRIP_NEWLINE", "AGG_CURVE_SERVER_PUBLIC_KEY_FILE", "AGG_CURVE_ALLOWED_KEYS_FILE",
+			"AGG_NATS_NKEY", "AGG_NATS_USER", "AGG_NATS_TOKEN", "AGG_NATS_CA", "AGG_NATS_KEY": // files and combinations, reported under another name
 			continue // any prefixes and any parsed boolean are valid; key files are read by checkEnvironment
 		}
 		if !containsLine(err.Error(), v+":") {

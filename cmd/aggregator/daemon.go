@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"aggregator/internal/curve"
+	"aggregator/internal/forward"
 	"aggregator/internal/ingest"
 	"aggregator/internal/sdnotify"
 	"aggregator/internal/sink"
@@ -48,6 +49,7 @@ type daemon struct {
 	listener net.Listener
 	server   *http.Server
 	auth     *curve.Authenticator // nil unless AGG_CURVE_ALLOWED_KEYS_FILE
+	fwd      *forward.Forwarder   // nil unless AGG_NATS_URL
 	notify   *sdnotify.Notifier
 	watchdog time.Duration
 
@@ -78,8 +80,25 @@ func newDaemon(cfg Config, log *slog.Logger, getenv func(string) string) (d *dae
 	im := ingest.NewMetrics(d.reg, d.queue)
 	sm := sink.NewMetrics(d.reg, im.Dropped)
 
+	// Forwarding, when configured: it reads what the writer writes. A NATS
+	// server that is down is no reason not to start; /-/ready says so.
+	var written func()
+	if cfg.NATS.Enabled() {
+		fm := forward.NewMetrics(d.reg, func() float64 {
+			if d.fwd == nil {
+				return 0
+			}
+			return d.fwd.LagSeconds()
+		})
+		if d.fwd, err = forward.New(cfg.NATS.Options(cfg.LogFile), fm, log.With("component", "forward")); err != nil {
+			return d, err
+		}
+		written = d.fwd.Notify
+	}
+
 	// Output first: no socket is opened for a file that cannot be written.
 	d.writer, err = sink.New(sink.Options{
+		Written:       written,
 		Path:          cfg.LogFile,
 		Format:        format,
 		Location:      cfg.Location(),
@@ -193,6 +212,11 @@ func (d *daemon) ready() error {
 	if err := d.writer.Ready(); err != nil {
 		return fmt.Errorf("log file: %w", err)
 	}
+	if d.fwd != nil {
+		if err := d.fwd.Ready(); err != nil {
+			return fmt.Errorf("forwarding: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -215,6 +239,13 @@ func (d *daemon) Run(ctx context.Context, hup <-chan struct{}) error {
 		go func() { httpDone <- d.server.Serve(d.listener) }()
 	}
 	stopWatchdog := d.startWatchdog()
+	fwdCtx, stopFwd := context.WithCancel(context.Background())
+	fwdDone := make(chan error, 1)
+	if d.fwd != nil {
+		go func() { fwdDone <- d.fwd.Run(fwdCtx) }()
+	} else {
+		fwdDone <- nil
+	}
 	authCtx, stopAuth := context.WithCancel(context.Background())
 	authDone := make(chan struct{})
 	if d.auth != nil {
@@ -257,6 +288,12 @@ func (d *daemon) Run(ctx context.Context, hup <-chan struct{}) error {
 		if err := <-sinkDone; err != nil {
 			errs = append(errs, err)
 		}
+	}
+	// The forwarder stops after the writer: it saves its place, and what
+	// is not yet acknowledged goes at the next start.
+	stopFwd()
+	if err := <-fwdDone; err != nil {
+		errs = append(errs, fmt.Errorf("forwarder: %w", err))
 	}
 	stopAuth() // after the subscribers: a handshake may need it until then
 	<-authDone
@@ -327,6 +364,9 @@ func (d *daemon) close() {
 	}
 	if d.auth != nil {
 		d.auth.Close() // Run never started
+	}
+	if d.fwd != nil && !d.writerRan {
+		d.fwd.Close() // Run never started
 	}
 	if d.server != nil {
 		d.server.Close()

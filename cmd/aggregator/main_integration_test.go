@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -112,6 +113,30 @@ func command(t *testing.T, env map[string]string, args ...string) (*exec.Cmd, *s
 // startAgg starts the daemon and waits until /-/ready says 200.
 func startAgg(t *testing.T, env map[string]string) *proc {
 	t.Helper()
+	return launch(t, env, true)
+}
+
+// startAggNotReady starts the daemon and waits until its HTTP server
+// answers, ready or not.
+func startAggNotReady(t *testing.T, env map[string]string) *proc {
+	t.Helper()
+	return launch(t, env, false)
+}
+
+// httpGet fetches url: status code and body.
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+func launch(t *testing.T, env map[string]string, wantReady bool) *proc {
+	t.Helper()
 	cmd, stderr, full := command(t, env)
 	p := &proc{t: t, cmd: cmd, stderr: stderr, http: full["AGG_HTTP_ADDR"], log: full["AGG_LOG_FILE"], done: make(chan struct{})}
 	if err := cmd.Start(); err != nil {
@@ -138,7 +163,7 @@ func startAgg(t *testing.T, env map[string]string) *proc {
 		resp, err := http.Get("http://" + p.http + "/-/ready")
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == 200 {
+			if resp.StatusCode == 200 || !wantReady {
 				return p
 			}
 		}

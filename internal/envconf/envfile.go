@@ -44,6 +44,8 @@ func addDefaults(out map[string]string, prefix string, t reflect.Type) {
 		switch key := f.Tag.Get("envconfig"); {
 		case f.Anonymous && f.Type.Kind() == reflect.Struct:
 			addDefaults(out, prefix, f.Type)
+		case f.Type.Kind() == reflect.Struct && key != "": // a named group: PREFIX_KEY_*
+			addDefaults(out, prefix+"_"+key, f.Type)
 		case key != "":
 			out[prefix+"_"+key] = f.Tag.Get("default")
 		}

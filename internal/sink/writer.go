@@ -35,6 +35,9 @@ type Options struct {
 	// BufferBytes is the write batch: lines are written when this much
 	// has gathered, or sooner (see FlushInterval).
 	BufferBytes int
+	// Written, when set, is called after each write that reached the
+	// file; it must not block (the forwarder's Notify).
+	Written func()
 }
 
 // DefaultBufferBytes is the write batch size when Options leave it 0.
@@ -247,6 +250,9 @@ func (w *Writer) flush() {
 		w.partial = false
 		w.err.Store(nil)
 		w.m.Lines.Add(float64(w.lines))
+		if w.opt.Written != nil {
+			w.opt.Written()
+		}
 	}
 	w.m.Bytes.Add(float64(n))
 	w.buf = w.buf[:0]

@@ -1,0 +1,257 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"aggregator/internal/sink"
+)
+
+// natsServer is a real nats-server (scripts/install-deps --test builds
+// it) with JetStream, on loopback.
+type natsServer struct {
+	t    *testing.T
+	addr string
+	dir  string
+	cmd  *exec.Cmd
+}
+
+func natsServerBinary(t *testing.T) string {
+	t.Helper()
+	if p, err := exec.LookPath("nats-server"); err == nil {
+		return p
+	}
+	gopath, _ := exec.Command("go", "env", "GOPATH").Output()
+	p := filepath.Join(strings.TrimSpace(string(gopath)), "bin", "nats-server")
+	if _, err := os.Stat(p); err != nil {
+		t.Fatal("nats-server is missing: run scripts/install-deps --test")
+	}
+	return p
+}
+
+func startNATS(t *testing.T) *natsServer {
+	t.Helper()
+	s := &natsServer{t: t, addr: freeAddr(t), dir: t.TempDir()}
+	s.start()
+	t.Cleanup(s.kill)
+	return s
+}
+
+func (s *natsServer) url() string { return "nats://" + s.addr }
+
+func (s *natsServer) start() {
+	s.t.Helper()
+	_, port, _ := net.SplitHostPort(s.addr)
+	s.cmd = exec.Command(natsServerBinary(s.t), "-a", "127.0.0.1", "-p", port, "-js", "-sd", s.dir)
+	if err := s.cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	within(s.t, 10*time.Second, "nats-server listens", func() bool {
+		c, err := net.Dial("tcp", s.addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+}
+
+func (s *natsServer) kill() {
+	if s.cmd != nil && s.cmd.Process != nil {
+		s.cmd.Process.Kill()
+		s.cmd.Wait()
+		s.cmd = nil
+	}
+}
+
+func within(t *testing.T, d time.Duration, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, d)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// streamBytes reads every message of the stream in order and joins their
+// payloads: the lines forwarded, as JetStream holds them.
+func streamBytes(t *testing.T, url, stream string) []byte {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatalf("message %d: %v", seq, err)
+		}
+		out.Write(m.Data)
+	}
+	return out.Bytes()
+}
+
+// logBytes is every line the daemon wrote, oldest file first.
+func logBytes(t *testing.T, path string) []byte {
+	t.Helper()
+	var out bytes.Buffer
+	if err := sink.ReadLines(path, func(_ string, line []byte) {
+		out.Write(line)
+		out.WriteByte('\n')
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out.Bytes()
+}
+
+func sameLines(t *testing.T, got, want []byte) {
+	t.Helper()
+	if !bytes.Equal(got, want) {
+		gl, wl := bytes.Split(got, []byte{'\n'}), bytes.Split(want, []byte{'\n'})
+		for i := range min(len(gl), len(wl)) {
+			if !bytes.Equal(gl[i], wl[i]) {
+				t.Fatalf("line %d differs: the stream holds %q, the files %q (%d and %d lines)", i, gl[i], wl[i], len(gl)-1, len(wl)-1)
+			}
+		}
+		t.Fatalf("the stream holds %d lines (%d bytes), the files %d lines (%d bytes)", len(gl)-1, len(got), len(wl)-1, len(want))
+	}
+}
+
+// TestForwardSurvivesNATSOutageAndRestart: every line written reaches the
+// stream once and in order, through a NATS outage of seconds (the daemon
+// keeps writing, says it is not ready, and catches up), rotations with
+// gzip, and a restart of the daemon (it resumes from its checkpoint).
+func TestForwardSurvivesNATSOutageAndRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs nats-server")
+	}
+	ns := startNATS(t)
+	bound, bindEP := publishers(t)
+	_ = bound
+	env := map[string]string{
+		"AGG_BIND":        bindEP,
+		"AGG_NATS_URL":    ns.url(),
+		"AGG_NATS_EDGE":   "edge1",
+		"AGG_MAX_SIZE_MB": "1",
+		"AGG_LOG_FILE":    t.TempDir() + "/subscriber.log",
+		"AGG_HTTP_ADDR":   freeAddr(t),
+	}
+	d := startAgg(t, env)
+	pub := connectTo(t, bindEP)
+	subscribed(t, pub)
+	sent, written := 0, 0 // written: by this daemon process
+	send := func(n int) {
+		for range n {
+			if err := pub.Send([]byte(fmt.Sprintf("line %d %s", sent, strings.Repeat("x", 80)))); err != nil {
+				t.Fatal(err)
+			}
+			sent++
+		}
+		written += n
+		d.waitMetric("aggregator_lines_written_total", float64(written))
+	}
+
+	send(10_000)
+	d.waitMetric("aggregator_forward_lines_total", 10_000)
+
+	ns.kill()
+	send(10_000) // written while NATS is down
+	within(t, 10*time.Second, "/-/ready says forwarding fails", func() bool {
+		code, body := httpGet(t, "http://"+d.http+"/-/ready")
+		return code == 503 && strings.Contains(body, "forwarding")
+	})
+	time.Sleep(2 * time.Second)
+	ns.start()
+	d.waitMetric("aggregator_forward_lines_total", 20_000)
+	within(t, 10*time.Second, "/-/ready says 200 again", func() bool {
+		code, _ := httpGet(t, "http://"+d.http+"/-/ready")
+		return code == 200
+	})
+
+	// A restart of the daemon while lines are still being forwarded.
+	send(20_000)
+	d.stop()
+	d, written = startAgg(t, env), 0
+	send(1)
+	within(t, 30*time.Second, "everything forwarded after the restart", func() bool {
+		return d.metric("aggregator_forward_lag_bytes") == 0 && d.metric("aggregator_forward_lines_total") > 0
+	})
+	d.stop()
+	files, _ := sink.Files(env["AGG_LOG_FILE"])
+	t.Logf("%d lines in %d files", sent, len(files))
+	sameLines(t, streamBytes(t, ns.url(), "AGGREGATOR"), logBytes(t, env["AGG_LOG_FILE"]))
+}
+
+// TestForwardBadNATS: a URL nobody answers and a stream that does not take
+// the subject give a clear reason on /-/ready, and the daemon keeps
+// writing.
+func TestForwardBadNATS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs nats-server")
+	}
+	t.Run("nobody there", func(t *testing.T) {
+		bound, _ := publishers(t)
+		d := startAggNotReady(t, map[string]string{"AGG_CONNECT": bound.Endpoint, "AGG_NATS_URL": "nats://" + freeAddr(t)})
+		within(t, 10*time.Second, "503 naming forwarding", func() bool {
+			code, body := httpGet(t, "http://"+d.http+"/-/ready")
+			return code == 503 && strings.Contains(body, "forwarding")
+		})
+	})
+	t.Run("stream takes other subjects", func(t *testing.T) {
+		ns := startNATS(t)
+		nc, err := nats.Connect(ns.url())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		js, _ := jetstream.New(nc)
+		if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "AGGREGATOR", Subjects: []string{"other.>"}}); err != nil {
+			t.Fatal(err)
+		}
+		bound, _ := publishers(t)
+		d := startAggNotReady(t, map[string]string{"AGG_CONNECT": bound.Endpoint, "AGG_NATS_URL": ns.url()})
+		within(t, 10*time.Second, "503 naming the subject", func() bool {
+			code, body := httpGet(t, "http://"+d.http+"/-/ready")
+			return code == 503 && strings.Contains(body, "aggregator.lines")
+		})
+	})
+	t.Run("check-config", func(t *testing.T) {
+		cmd, stderr, _ := command(t, map[string]string{"AGG_CONNECT": "tcp://127.0.0.1:1", "AGG_NATS_URL": "http://x", "AGG_NATS_REPLICAS": "9", "AGG_NATS_CREDS": "/nonexistent.creds"}, "-check-config")
+		if code := exitCode(cmd.Run()); code != 78 {
+			t.Fatalf("exit %d", code)
+		}
+		for _, v := range []string{"AGG_NATS_URL", "AGG_NATS_REPLICAS", "AGG_NATS_CREDS"} {
+			if !strings.Contains(stderr.String(), v) {
+				t.Errorf("no %s in:\n%s", v, stderr)
+			}
+		}
+	})
+}

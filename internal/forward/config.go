@@ -1,0 +1,104 @@
+package forward
+
+import (
+	"net/url"
+	"os"
+	"strings"
+
+	"aggregator/internal/envconf"
+)
+
+// Config is the forwarding part of the daemon's configuration, embedded
+// in it so that the variables are PREFIX_NATS_*.
+type Config struct {
+	URLs     []string `envconfig:"URL" desc:"comma-separated NATS servers (nats://host:4222, tls://host:4222) to forward every line written to; empty: no forwarding"`
+	Stream   string   `envconfig:"STREAM" default:"AGGREGATOR" desc:"JetStream stream the lines go to; created if missing"`
+	Subject  string   `envconfig:"SUBJECT" default:"aggregator.lines" desc:"subject the chunks of lines are published on; the stream must take it"`
+	Replicas int      `envconfig:"REPLICAS" default:"1" desc:"replicas of a stream the daemon creates (1 to 5; 3 on a cluster of three)"`
+	Edge     string   `envconfig:"EDGE" desc:"this daemon's name in message IDs and the Aggregator-Edge header; empty: the host name"`
+	Creds    string   `envconfig:"CREDS" desc:"NATS credentials file (JWT and seed)"`
+	NKeySeed string   `envconfig:"NKEY" desc:"file with an NKey seed"`
+	User     string   `envconfig:"USER" desc:"NATS user name (with AGG_NATS_PASSWORD)"`
+	Password string   `envconfig:"PASSWORD" desc:"NATS password"`
+	Token    string   `envconfig:"TOKEN" desc:"NATS authentication token"`
+	CA       string   `envconfig:"CA" desc:"file of CA certificates to verify the NATS servers with (TLS)"`
+	Cert     string   `envconfig:"CERT" desc:"client certificate file for TLS (with AGG_NATS_KEY)"`
+	Key      string   `envconfig:"KEY" desc:"client key file for TLS"`
+}
+
+// Enabled reports whether lines are forwarded.
+func (c *Config) Enabled() bool { return len(c.URLs) > 0 }
+
+// Validate adds to p what is wrong with the values on their own.
+func (c *Config) Validate(p *envconf.Problems) {
+	for _, u := range c.URLs {
+		parsed, err := url.Parse(u)
+		switch {
+		case err != nil:
+			p.Add("NATS_URL", "%q: %v", u, err)
+		case parsed.Scheme != "nats" && parsed.Scheme != "tls":
+			p.Add("NATS_URL", "%q: want nats://host:port or tls://host:port", u)
+		case parsed.Host == "":
+			p.Add("NATS_URL", "%q: no host", u)
+		}
+	}
+	if !c.Enabled() {
+		return
+	}
+	if c.Stream == "" || strings.ContainsAny(c.Stream, " .*>\t/\\") {
+		p.Add("NATS_STREAM", "%q: a stream name has no spaces, dots, wildcards or slashes", c.Stream)
+	}
+	if c.Subject == "" || strings.ContainsAny(c.Subject, " *>\t") || strings.HasPrefix(c.Subject, ".") || strings.HasSuffix(c.Subject, ".") || strings.Contains(c.Subject, "..") {
+		p.Add("NATS_SUBJECT", "%q: want a subject such as aggregator.lines, without wildcards", c.Subject)
+	}
+	if c.Replicas < 1 || c.Replicas > 5 {
+		p.Add("NATS_REPLICAS", "%d: must be between 1 and 5", c.Replicas)
+	}
+	if strings.ContainsAny(c.Edge, "/ \t") {
+		p.Add("NATS_EDGE", "%q: no slashes or spaces", c.Edge)
+	}
+	ways := 0
+	for _, set := range []bool{c.Creds != "", c.NKeySeed != "", c.User != "", c.Token != ""} {
+		if set {
+			ways++
+		}
+	}
+	if ways > 1 {
+		p.Add("NATS_CREDS", "choose one of AGG_NATS_CREDS, AGG_NATS_NKEY, AGG_NATS_USER and AGG_NATS_TOKEN")
+	}
+	if c.Password != "" && c.User == "" {
+		p.Add("NATS_PASSWORD", "needs AGG_NATS_USER")
+	}
+	if (c.Cert == "") != (c.Key == "") {
+		p.Add("NATS_CERT", "AGG_NATS_CERT and AGG_NATS_KEY go together")
+	}
+}
+
+// CheckFiles adds to p the files named that cannot be read.
+func (c *Config) CheckFiles(p *envconf.Problems) {
+	if !c.Enabled() {
+		return
+	}
+	for key, name := range map[string]string{"NATS_CREDS": c.Creds, "NATS_NKEY": c.NKeySeed, "NATS_CA": c.CA, "NATS_CERT": c.Cert, "NATS_KEY": c.Key} {
+		if name == "" {
+			continue
+		}
+		f, err := os.Open(name)
+		if err != nil {
+			p.Add(key, "%v", err)
+			continue
+		}
+		f.Close()
+	}
+}
+
+// Options are the forwarder's options for this configuration.
+func (c *Config) Options(log string) Options {
+	edge := c.Edge
+	if edge == "" {
+		edge, _ = os.Hostname()
+	}
+	return Options{URLs: c.URLs, Stream: c.Stream, Subject: c.Subject, Replicas: c.Replicas, Edge: edge,
+		Creds: c.Creds, NKeySeed: c.NKeySeed, User: c.User, Password: c.Password, Token: c.Token,
+		CA: c.CA, Cert: c.Cert, Key: c.Key, Log: log}
+}

@@ -1,0 +1,542 @@
+// Package forward sends the lines the daemon writes on to a NATS
+// JetStream stream: in order, in chunks of whole lines, each chunk
+// acknowledged by JetStream or sent again, from the log's files
+// themselves, so that forwarding survives a NATS outage and a restart.
+package forward
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"aggregator/internal/sink"
+)
+
+// Options say where lines go and how to get there.
+type Options struct {
+	URLs     []string
+	Stream   string
+	Subject  string
+	Replicas int // of a stream the forwarder creates
+	Edge     string
+
+	Creds, NKeySeed, User, Password, Token string
+	CA, Cert, Key                          string
+
+	// Log is the live file; the checkpoint is kept next to it.
+	Log string
+}
+
+// Chunking and the window: a window of at most windowChunks chunks is
+// planned (its boundaries saved in the checkpoint), published without
+// waiting, and acknowledged before the next. A chunk sent again after a
+// failure or a restart then has exactly the boundaries, and so the message
+// ID, it had the first time.
+const (
+	chunkBytes     = 64 << 10
+	chunkLines     = 1000
+	windowChunks   = 64
+	ackWait        = 10 * time.Second
+	retryMin       = 100 * time.Millisecond
+	retryMax       = 5 * time.Second
+	duplicates     = 2 * time.Minute // the duplicate window of a stream the forwarder creates
+	checkpointName = ".forwarded"    // appended to the live file's name
+)
+
+// Forwarder owns the NATS connection and the reading of the log's files.
+type Forwarder struct {
+	opt  Options
+	m    *Metrics
+	log  *slog.Logger
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	wake chan struct{}
+
+	failure   atomic.Pointer[string] // why forwarding fails now; nil while it works
+	caughtUp  atomic.Int64           // Unix ns when everything written was last acknowledged
+	behind    atomic.Bool            // lines are written and not yet acknowledged
+	checkFile string
+}
+
+// position is a place in the log: a segment and an offset in it.
+type position struct {
+	Segment string `json:"segment"`
+	File    string `json:"file"` // where the segment was last seen; a hint
+	Offset  int64  `json:"offset"`
+}
+
+// planned is a chunk of a window: its segment and byte range.
+type planned struct {
+	Start, End int64
+	Lines      int
+}
+
+// checkpoint is what survives a restart: what JetStream acknowledged, and
+// the window in flight.
+type checkpoint struct {
+	Acked  position  `json:"acked"`
+	Window []planned `json:"window,omitempty"`
+}
+
+// New connects (retrying in the background: a NATS server that is down
+// at start is not an error) and returns the forwarder.
+func New(opt Options, m *Metrics, log *slog.Logger) (*Forwarder, error) {
+	f := &Forwarder{opt: opt, m: m, log: log, wake: make(chan struct{}, 1), checkFile: opt.Log + checkpointName}
+	opts := []nats.Option{
+		nats.Name("aggregator " + opt.Edge),
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				f.fail(fmt.Errorf("disconnected from NATS: %w", err))
+			}
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			f.fail(fmt.Errorf("NATS: %w", err))
+		}),
+	}
+	auth, err := opt.authOptions()
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, auth...)
+	if f.nc, err = nats.Connect(strings.Join(opt.URLs, ","), opts...); err != nil {
+		return nil, fmt.Errorf("NATS %s: %w", strings.Join(opt.URLs, ","), err)
+	}
+	if f.js, err = jetstream.New(f.nc, jetstream.WithPublishAsyncMaxPending(windowChunks)); err != nil {
+		f.nc.Close()
+		return nil, err
+	}
+	f.caughtUp.Store(time.Now().UnixNano())
+	return f, nil
+}
+
+func (o Options) authOptions() ([]nats.Option, error) {
+	var opts []nats.Option
+	if o.Creds != "" {
+		opts = append(opts, nats.UserCredentials(o.Creds))
+	}
+	if o.NKeySeed != "" {
+		opt, err := nats.NkeyOptionFromSeed(o.NKeySeed)
+		if err != nil {
+			return nil, fmt.Errorf("nkey seed %s: %w", o.NKeySeed, err)
+		}
+		opts = append(opts, opt)
+	}
+	if o.User != "" {
+		opts = append(opts, nats.UserInfo(o.User, o.Password))
+	}
+	if o.Token != "" {
+		opts = append(opts, nats.Token(o.Token))
+	}
+	if o.CA != "" {
+		opts = append(opts, nats.RootCAs(o.CA))
+	}
+	if o.Cert != "" {
+		opts = append(opts, nats.ClientCert(o.Cert, o.Key))
+	}
+	return opts, nil
+}
+
+// Close closes the connection of a forwarder that was never run.
+func (f *Forwarder) Close() { f.nc.Close() }
+
+// Notify tells the forwarder the writer has written: it never waits.
+func (f *Forwarder) Notify() {
+	select {
+	case f.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Ready is nil while forwarding works.
+func (f *Forwarder) Ready() error {
+	if p := f.failure.Load(); p != nil {
+		return errors.New(*p)
+	}
+	if !f.nc.IsConnected() {
+		return fmt.Errorf("not connected to NATS (%s)", strings.Join(f.opt.URLs, ","))
+	}
+	return nil
+}
+
+func (f *Forwarder) fail(err error) {
+	msg := err.Error()
+	if old := f.failure.Swap(&msg); old == nil || *old != msg {
+		f.log.Warn("forwarding fails", "err", err)
+	}
+}
+
+func (f *Forwarder) ok() {
+	if f.failure.Swap(nil) != nil {
+		f.log.Info("forwarding again")
+	}
+}
+
+// Run forwards until ctx is done. A failure is retried with a back-off;
+// the window in flight is sent again with the same message IDs.
+func (f *Forwarder) Run(ctx context.Context) error {
+	defer f.nc.Close()
+	cp, err := f.load()
+	if err != nil {
+		return err
+	}
+	wait := retryMin
+	for ctx.Err() == nil {
+		err := f.ensureStream(ctx)
+		if err == nil {
+			err = f.forward(ctx, &cp)
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		if err != nil {
+			f.fail(err)
+			f.m.Retries.Inc()
+			select {
+			case <-ctx.Done():
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, retryMax)
+			continue
+		}
+		wait = retryMin
+	}
+	return f.save(cp)
+}
+
+// ensureStream finds the stream, or creates it; a stream that exists must
+// take the subject.
+func (f *Forwarder) ensureStream(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, ackWait)
+	defer cancel()
+	s, err := f.js.Stream(ctx, f.opt.Stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		_, err = f.js.CreateStream(ctx, jetstream.StreamConfig{
+			Name:       f.opt.Stream,
+			Subjects:   []string{f.opt.Subject},
+			Replicas:   f.opt.Replicas,
+			Duplicates: duplicates,
+			Storage:    jetstream.FileStorage,
+		})
+		if err != nil {
+			return fmt.Errorf("create stream %s: %w", f.opt.Stream, err)
+		}
+		f.log.Info("stream created", "stream", f.opt.Stream, "subject", f.opt.Subject, "replicas", f.opt.Replicas)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", f.opt.Stream, err)
+	}
+	if !slices.ContainsFunc(s.CachedInfo().Config.Subjects, func(pattern string) bool { return subjectMatches(pattern, f.opt.Subject) }) {
+		return fmt.Errorf("stream %s takes subjects %v, not %s (AGG_NATS_SUBJECT)", f.opt.Stream, s.CachedInfo().Config.Subjects, f.opt.Subject)
+	}
+	return nil
+}
+
+// subjectMatches reports whether a NATS subject pattern (with * and >)
+// takes subject.
+func subjectMatches(pattern, subject string) bool {
+	p, s := strings.Split(pattern, "."), strings.Split(subject, ".")
+	for i, tok := range p {
+		switch {
+		case tok == ">":
+			return len(s) > i
+		case i >= len(s):
+			return false
+		case tok != "*" && tok != s[i]:
+			return false
+		}
+	}
+	return len(p) == len(s)
+}
+
+// forward sends windows until ctx is done or a window fails.
+func (f *Forwarder) forward(ctx context.Context, cp *checkpoint) error {
+	seg, err := f.open(cp.Acked)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if seg != nil {
+			seg.close()
+		}
+	}()
+	if seg.id != cp.Acked.Segment {
+		cp.Window = nil // planned in a file that is gone
+	}
+	cp.Acked.Segment, cp.Acked.File, cp.Acked.Offset = seg.id, seg.name, seg.offset
+	var buf []byte
+	for ctx.Err() == nil {
+		if len(cp.Window) == 0 { // plan the next window
+			for len(cp.Window) < windowChunks {
+				start := seg.offset
+				var lines int
+				buf, lines, err = seg.chunk(buf, chunkBytes, chunkLines)
+				if err != nil {
+					return err
+				}
+				if lines == 0 {
+					break
+				}
+				cp.Window = append(cp.Window, planned{start, seg.offset, lines})
+			}
+			if len(cp.Window) == 0 {
+				next, err := f.idle(ctx, seg)
+				if err != nil {
+					return err
+				}
+				if next == nil {
+					continue
+				}
+				seg.close()
+				seg = next
+				cp.Acked = position{seg.id, seg.name, 0}
+				continue
+			}
+			f.behind.Store(true)
+			f.m.LagBytes.Set(float64(f.lag(seg, cp.Acked.Offset)))
+			if err := f.save(*cp); err != nil {
+				return err
+			}
+		}
+		if err := f.send(ctx, seg, cp); err != nil {
+			return err
+		}
+		f.ok()
+	}
+	return nil
+}
+
+// send publishes the planned window, reading its chunks again from the
+// segment, and waits for every acknowledgement.
+func (f *Forwarder) send(ctx context.Context, seg *segment, cp *checkpoint) error {
+	if seg.offset != cp.Window[0].Start {
+		if err := seg.seek(cp.Window[0].Start); err != nil {
+			return err
+		}
+	}
+	futures := make([]jetstream.PubAckFuture, 0, len(cp.Window))
+	var buf []byte
+	for _, c := range cp.Window {
+		data, err := seg.exactly(buf, c.End-c.Start)
+		if err != nil {
+			return err
+		}
+		msg := nats.NewMsg(f.opt.Subject)
+		msg.Data = slices.Clone(data)
+		msg.Header.Set("Aggregator-Edge", f.opt.Edge)
+		id := fmt.Sprintf("%s/%s/%d", f.opt.Edge, seg.id, c.Start)
+		fut, err := f.js.PublishMsgAsync(msg, jetstream.WithMsgID(id), jetstream.WithExpectStream(f.opt.Stream))
+		if err != nil {
+			return errors.Join(fmt.Errorf("publish: %w", err), f.settle(futures))
+		}
+		futures = append(futures, fut)
+	}
+	timeout := time.NewTimer(ackWait)
+	defer timeout.Stop()
+	for i, fut := range futures {
+		select {
+		case ack := <-fut.Ok():
+			c := cp.Window[i]
+			f.m.Lines.Add(float64(c.Lines))
+			f.m.Bytes.Add(float64(c.End - c.Start))
+			if ack.Duplicate {
+				f.m.Duplicates.Inc()
+			}
+		case err := <-fut.Err():
+			return errors.Join(fmt.Errorf("publish: %w", err), f.settle(futures[i+1:]))
+		case <-timeout.C:
+			return fmt.Errorf("no acknowledgement from JetStream within %s", ackWait)
+		case <-ctx.Done():
+			return f.settle(futures[i:])
+		}
+	}
+	last := cp.Window[len(cp.Window)-1]
+	cp.Acked = position{seg.id, seg.name, last.End}
+	cp.Window = cp.Window[:0]
+	return nil
+}
+
+// settle waits, a bounded time, for futures already sent, so that a
+// failed window is sent again only once they are decided.
+func (f *Forwarder) settle(futures []jetstream.PubAckFuture) error {
+	deadline := time.After(ackWait)
+	for _, fut := range futures {
+		select {
+		case <-fut.Ok():
+		case <-fut.Err():
+		case <-deadline:
+			return nil
+		}
+	}
+	return nil
+}
+
+// idle is called when seg has no whole line left to read. When seg is
+// complete (the live file was rotated away and read to its end), it
+// returns the next segment, if that has a line yet. Otherwise it waits for
+// the writer, at most a second, and returns nil.
+func (f *Forwarder) idle(ctx context.Context, seg *segment) (*segment, error) {
+	if seg.rotatedAway(f.opt.Log) {
+		// The writer finishes a file before it rotates, so once the path
+		// names another file this one is complete; what was written just
+		// before the rotation is read first.
+		if seg.more() {
+			return nil, nil
+		}
+		next, err := f.next(seg)
+		if next != nil || err != nil {
+			return next, err
+		}
+	} else {
+		f.behind.Store(false)
+		f.caughtUp.Store(time.Now().UnixNano())
+		f.m.LagBytes.Set(0)
+	}
+	select {
+	case <-ctx.Done():
+	case <-f.wake:
+	case <-time.After(time.Second):
+	}
+	return nil, nil
+}
+
+// lag is how many bytes of the log are not yet acknowledged: the rest of
+// seg from acked, and every later file (a gzipped one by its compressed
+// size).
+func (f *Forwarder) lag(seg *segment, acked int64) int64 {
+	files, _ := sink.Files(f.opt.Log)
+	var n int64
+	after := false
+	for _, name := range files {
+		info, err := os.Stat(name)
+		if err != nil {
+			continue
+		}
+		switch {
+		case after:
+			n += info.Size()
+		case name == seg.name:
+			n += info.Size() - acked
+			after = true
+		}
+	}
+	return max(n, 0)
+}
+
+// LagSeconds is how long lines have waited: 0 when everything written is
+// acknowledged, otherwise the time since that was last so.
+func (f *Forwarder) LagSeconds() float64 {
+	if !f.behind.Load() {
+		return 0
+	}
+	return time.Since(time.Unix(0, f.caughtUp.Load())).Seconds()
+}
+
+// next opens the segment after seg, or returns nil when there is none yet
+// (the new live file has no whole line).
+func (f *Forwarder) next(seg *segment) (*segment, error) {
+	files, err := sink.Files(f.opt.Log)
+	if err != nil {
+		return nil, err
+	}
+	found := false
+	for _, name := range files {
+		id, ok, err := segmentID(name)
+		if err != nil || !ok {
+			continue
+		}
+		if found {
+			return openSegment(name, id, 0)
+		}
+		found = id == seg.id
+	}
+	return nil, nil
+}
+
+// open finds the acknowledged position's segment, or the oldest file when
+// there is none (first start) or it is gone (deleted before it was
+// forwarded: logged and counted).
+func (f *Forwarder) open(at position) (*segment, error) {
+	for {
+		files, err := sink.Files(f.opt.Log)
+		if err != nil {
+			return nil, err
+		}
+		type candidate struct{ name, id string }
+		var all []candidate
+		for _, name := range files {
+			if id, ok, err := segmentID(name); err == nil && ok {
+				all = append(all, candidate{name, id})
+			}
+		}
+		if at.Segment != "" {
+			for _, c := range all {
+				if c.id == at.Segment {
+					return openSegment(c.name, c.id, at.Offset)
+				}
+			}
+			f.m.SegmentsLost.Inc()
+			f.log.Error("the file being forwarded is gone; continuing with the oldest there is", "file", at.File, "offset", at.Offset)
+			at = position{}
+		}
+		if len(all) > 0 {
+			return openSegment(all[0].name, all[0].id, 0)
+		}
+		// Nothing written yet.
+		select {
+		case <-f.wake:
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (f *Forwarder) load() (checkpoint, error) {
+	var cp checkpoint
+	data, err := os.ReadFile(f.checkFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return cp, nil
+	}
+	if err != nil {
+		return cp, err
+	}
+	if err := json.Unmarshal(data, &cp); err != nil {
+		return cp, fmt.Errorf("checkpoint %s: %w", f.checkFile, err)
+	}
+	return cp, nil
+}
+
+// save writes the checkpoint through a temporary file renamed into place.
+func (f *Forwarder) save(cp checkpoint) error {
+	data, err := json.Marshal(cp)
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(f.checkFile), filepath.Base(f.checkFile)+".tmp*")
+	if err != nil {
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	return os.Rename(tmp.Name(), f.checkFile)
+}
