@@ -91,8 +91,8 @@ func (c *Config) Validate() error {
 		}
 		all = append(all, ep.Endpoint)
 	}
-	if len(all) == 0 {
-		bad("CONNECT", "no endpoint to receive from: set AGG_CONNECT, AGG_BIND, AGG_PULL_CONNECT or AGG_PULL_BIND")
+	if len(all) == 0 && !c.NATS.Consuming() {
+		bad("CONNECT", "no endpoint to receive from: set AGG_CONNECT, AGG_BIND, AGG_PULL_CONNECT or AGG_PULL_BIND (or AGG_NATS_CONSUME)")
 	}
 	if seen := dupes(all); len(seen) > 0 {
 		bad("BIND", "endpoint listed twice: %s", strings.Join(seen, ", "))

@@ -56,7 +56,7 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 		MaxSizeMB: 0, MaxBackups: -1, MaxAgeDays: -1, RotateEvery: 1, FlushInterval: 0, RcvHWM: -1,
 		MaxMessageBytes: 0, QueueBatches: 0, ReconnectMax: time.Millisecond, HTTPAddr: "9780", LogLevel: "loud", LogFormat: "xml",
 		KeyFiles: curve.KeyFiles{ServerPublicKeyFile: "/etc/aggregator/publishers.public"}, // without a secret key of our own
-		NATS: forward.Config{URLs: []string{"http://x"}, Stream: "a b", Subject: "a.*", Replicas: 0, Edge: "a/b",
+		NATS: forward.Config{URLs: []string{"http://x"}, Stream: "a b", Subject: "a.*", Replicas: 0, Edge: "a/b", Consume: "a.b", Durable: "x y",
 			Creds: "c", NKeySeed: "n", Password: "p", Cert: "c"},
 	}
 	err := cfg.Validate()

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"aggregator/internal/consume"
 	"aggregator/internal/curve"
 	"aggregator/internal/forward"
 	"aggregator/internal/ingest"
@@ -50,6 +51,7 @@ type daemon struct {
 	server   *http.Server
 	auth     *curve.Authenticator // nil unless AGG_CURVE_ALLOWED_KEYS_FILE
 	fwd      *forward.Forwarder   // nil unless AGG_NATS_URL
+	cons     *consume.Consumer    // nil unless AGG_NATS_CONSUME
 	notify   *sdnotify.Notifier
 	watchdog time.Duration
 
@@ -94,6 +96,17 @@ func newDaemon(cfg Config, log *slog.Logger, getenv func(string) string) (d *dae
 			return d, err
 		}
 		written = d.fwd.Notify
+	}
+
+	if cfg.NATS.Consuming() {
+		if d.cons, err = consume.New(consume.Options{
+			Conn:    cfg.NATS.Options(cfg.LogFile),
+			Stream:  cfg.NATS.Consume,
+			Durable: cfg.NATS.Durable,
+			Log:     cfg.LogFile,
+		}, consume.NewMetrics(d.reg), log.With("component", "consume")); err != nil {
+			return d, err
+		}
 	}
 
 	// Output first: no socket is opened for a file that cannot be written.
@@ -217,6 +230,11 @@ func (d *daemon) ready() error {
 			return fmt.Errorf("forwarding: %w", err)
 		}
 	}
+	if d.cons != nil {
+		if err := d.cons.Ready(); err != nil {
+			return fmt.Errorf("consuming: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -233,7 +251,21 @@ func (d *daemon) Run(ctx context.Context, hup <-chan struct{}) error {
 	d.writerRan = true
 	go func() { sinkDone <- d.writer.Run(d.queue, hup) }()
 	ingestDone := make(chan error, 1)
-	go func() { ingestDone <- ingest.RunAll(ingestCtx, d.subs, d.queue, abort) }()
+	go func() {
+		consumed := make(chan error, 1)
+		if d.cons != nil {
+			go func() { consumed <- d.cons.Run(ingestCtx, d.queue, abort) }()
+		} else {
+			consumed <- nil
+		}
+		err := ingest.RunAll(ingestCtx, d.subs, d.queue, abort)
+		if err != nil {
+			stopIngest() // the consumer too: a failed input stops the daemon
+		}
+		err = errors.Join(err, <-consumed)
+		close(d.queue.C) // every producer has returned
+		ingestDone <- err
+	}()
 	httpDone := make(chan error, 1)
 	if d.server != nil {
 		go func() { httpDone <- d.server.Serve(d.listener) }()
@@ -367,6 +399,9 @@ func (d *daemon) close() {
 	}
 	if d.fwd != nil && !d.writerRan {
 		d.fwd.Close() // Run never started
+	}
+	if d.cons != nil && !d.writerRan {
+		d.cons.Close()
 	}
 	if d.server != nil {
 		d.server.Close()

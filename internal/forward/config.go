@@ -15,6 +15,8 @@ type Config struct {
 	Stream   string   `envconfig:"STREAM" default:"AGGREGATOR" desc:"JetStream stream the lines go to; created if missing"`
 	Subject  string   `envconfig:"SUBJECT" default:"aggregator.lines" desc:"subject the chunks of lines are published on; the stream must take it"`
 	Replicas int      `envconfig:"REPLICAS" default:"1" desc:"replicas of a stream the daemon creates (1 to 5; 3 on a cluster of three)"`
+	Consume  string   `envconfig:"CONSUME" desc:"central daemon: a stream to take lines from and write to this daemon's files, exactly once; it then forwards nothing"`
+	Durable  string   `envconfig:"DURABLE" default:"aggregator" desc:"central daemon: the durable consumer's name (one per central)"`
 	Edge     string   `envconfig:"EDGE" desc:"this daemon's name in message IDs and the Aggregator-Edge header; empty: the host name"`
 	Creds    string   `envconfig:"CREDS" desc:"NATS credentials file (JWT and seed)"`
 	NKeySeed string   `envconfig:"NKEY" desc:"file with an NKey seed"`
@@ -26,8 +28,12 @@ type Config struct {
 	Key      string   `envconfig:"KEY" desc:"client key file for TLS"`
 }
 
-// Enabled reports whether lines are forwarded.
-func (c *Config) Enabled() bool { return len(c.URLs) > 0 }
+// Enabled reports whether lines are forwarded: NATS is configured and
+// this daemon is not a central one.
+func (c *Config) Enabled() bool { return len(c.URLs) > 0 && c.Consume == "" }
+
+// Consuming reports whether this daemon is a central one.
+func (c *Config) Consuming() bool { return len(c.URLs) > 0 && c.Consume != "" }
 
 // Validate adds to p what is wrong with the values on their own.
 func (c *Config) Validate(p *envconf.Problems) {
@@ -42,7 +48,16 @@ func (c *Config) Validate(p *envconf.Problems) {
 			p.Add("NATS_URL", "%q: no host", u)
 		}
 	}
-	if !c.Enabled() {
+	if c.Consume != "" && len(c.URLs) == 0 {
+		p.Add("NATS_CONSUME", "needs AGG_NATS_URL")
+	}
+	if c.Consume != "" && strings.ContainsAny(c.Consume, " .*>\t/\\") {
+		p.Add("NATS_CONSUME", "%q: a stream name has no spaces, dots, wildcards or slashes", c.Consume)
+	}
+	if c.Consuming() && (c.Durable == "" || strings.ContainsAny(c.Durable, " .*>\t/\\")) {
+		p.Add("NATS_DURABLE", "%q: a consumer name has no spaces, dots, wildcards or slashes", c.Durable)
+	}
+	if len(c.URLs) == 0 {
 		return
 	}
 	if c.Stream == "" || strings.ContainsAny(c.Stream, " .*>\t/\\") {
@@ -76,7 +91,7 @@ func (c *Config) Validate(p *envconf.Problems) {
 
 // CheckFiles adds to p the files named that cannot be read.
 func (c *Config) CheckFiles(p *envconf.Problems) {
-	if !c.Enabled() {
+	if len(c.URLs) == 0 {
 		return
 	}
 	for key, name := range map[string]string{"NATS_CREDS": c.Creds, "NATS_NKEY": c.NKeySeed, "NATS_CA": c.CA, "NATS_CERT": c.Cert, "NATS_KEY": c.Key} {

@@ -93,27 +93,9 @@ type checkpoint struct {
 // at start is not an error) and returns the forwarder.
 func New(opt Options, m *Metrics, log *slog.Logger) (*Forwarder, error) {
 	f := &Forwarder{opt: opt, m: m, log: log, wake: make(chan struct{}, 1), checkFile: opt.Log + checkpointName}
-	opts := []nats.Option{
-		nats.Name("aggregator " + opt.Edge),
-		nats.RetryOnFailedConnect(true),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(time.Second),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				f.fail(fmt.Errorf("disconnected from NATS: %w", err))
-			}
-		}),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-			f.fail(fmt.Errorf("NATS: %w", err))
-		}),
-	}
-	auth, err := opt.authOptions()
-	if err != nil {
+	var err error
+	if f.nc, err = opt.Connect("aggregator edge "+opt.Edge, f.fail); err != nil {
 		return nil, err
-	}
-	opts = append(opts, auth...)
-	if f.nc, err = nats.Connect(strings.Join(opt.URLs, ","), opts...); err != nil {
-		return nil, fmt.Errorf("NATS %s: %w", strings.Join(opt.URLs, ","), err)
 	}
 	if f.js, err = jetstream.New(f.nc, jetstream.WithPublishAsyncMaxPending(windowChunks)); err != nil {
 		f.nc.Close()
@@ -121,6 +103,35 @@ func New(opt Options, m *Metrics, log *slog.Logger) (*Forwarder, error) {
 	}
 	f.caughtUp.Store(time.Now().UnixNano())
 	return f, nil
+}
+
+// Connect connects to the servers with the options' credentials and TLS,
+// retrying in the background (a server that is down at start is not an
+// error) and for ever; onErr hears of disconnections and async errors.
+func (o Options) Connect(name string, onErr func(error)) (*nats.Conn, error) {
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				onErr(fmt.Errorf("disconnected from NATS: %w", err))
+			}
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			onErr(fmt.Errorf("NATS: %w", err))
+		}),
+	}
+	auth, err := o.authOptions()
+	if err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect(strings.Join(o.URLs, ","), append(opts, auth...)...)
+	if err != nil {
+		return nil, fmt.Errorf("NATS %s: %w", strings.Join(o.URLs, ","), err)
+	}
+	return nc, nil
 }
 
 func (o Options) authOptions() ([]nats.Option, error) {

@@ -236,12 +236,14 @@ func (l *loop) closeFDs() {
 }
 
 // RunAll runs every subscriber, in one receive loop per core, until ctx is
-// done or one of them fails, and closes q.C once all have returned: the
-// sink then knows it has seen every received record. A failing subscriber
-// stops the others too, since the daemon would otherwise run on with a
-// silent gap in its inputs.
+// done or one of them fails. A failing subscriber stops the others too,
+// since the daemon would otherwise run on with a silent gap in its inputs.
+// Whoever runs it closes q.C once it and any other producer have
+// returned: the sink then knows it has seen every received record.
 func RunAll(ctx context.Context, subs []*Subscriber, q *Queue, abort <-chan struct{}) error {
-	defer close(q.C)
+	if len(subs) == 0 {
+		return nil
+	}
 	n := min(runtime.GOMAXPROCS(0), maxLoops, len(subs))
 	parts := make([][]*Subscriber, n)
 	for i, s := range subs {

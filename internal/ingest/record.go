@@ -41,6 +41,13 @@ type Batch struct {
 	// Bytes is the payload size of all records.
 	Bytes int
 
+	// Raw marks records whose first frame is a finished line (a line a
+	// central daemon takes from the stream): the writer writes it as it is.
+	Raw bool
+	// Done, when set, is called once the batch's lines are in the file
+	// (nil) or could not be written.
+	Done func(error)
+
 	buf       []byte   // the packed messages the records' frames point into (C memory, see recv.go)
 	frames    [][]byte // backing array for the records' Frames
 	truncated int      // records cut to the maximum message size
@@ -69,6 +76,8 @@ func (b *Batch) reset() {
 	b.Bytes = 0
 	b.truncated = 0
 	b.closed = false
+	b.Raw = false
+	b.Done = nil
 }
 
 // Queue is the fixed-size hand-off between the subscribers and the sink.

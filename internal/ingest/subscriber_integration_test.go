@@ -68,7 +68,11 @@ func (r *rig) start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	r.done = make(chan error, 1)
-	go func() { r.done <- RunAll(ctx, r.subs, r.q, nil) }()
+	go func() {
+		err := RunAll(ctx, r.subs, r.q, nil)
+		close(r.q.C)
+		r.done <- err
+	}()
 	r.collected = make(chan struct{})
 	go func() {
 		defer close(r.collected)

@@ -67,6 +67,7 @@ type Writer struct {
 	lastRotate time.Time
 	nextRotate time.Time
 	lastErrLog time.Time
+	done       []func(error) // Done callbacks of batches encoded and not yet flushed
 
 	err   atomic.Pointer[string] // last write error, for readiness; nil when healthy
 	alive atomic.Int64           // Unix nanoseconds of the loop's last tick, for the watchdog
@@ -204,9 +205,16 @@ func (w *Writer) stopCompressor(stop chan struct{}, cancel context.CancelFunc) {
 
 // encode appends b's records as lines, writing whenever the buffer is full.
 func (w *Writer) encode(b *ingest.Batch) {
+	if b.Done != nil {
+		defer func() { w.done = append(w.done, b.Done) }()
+	}
 	for i := range b.Records {
 		start := len(w.buf)
-		w.buf = w.enc.appendLine(w.buf, b.Endpoint, &b.Records[i])
+		if b.Raw {
+			w.buf = append(append(w.buf, b.Records[i].Frames[0]...), '\n')
+		} else {
+			w.buf = w.enc.appendLine(w.buf, b.Endpoint, &b.Records[i])
+		}
 		if int64(len(w.buf)) > w.maxBytes {
 			line := w.buf[start:]
 			w.buf = w.buf[:start]
@@ -232,6 +240,7 @@ func (w *Writer) encode(b *ingest.Batch) {
 // line never straddles two files.
 func (w *Writer) flush() {
 	if len(w.buf) == 0 {
+		w.finish(nil)
 		return
 	}
 	if w.size+int64(len(w.buf)) > w.maxBytes {
@@ -244,6 +253,7 @@ func (w *Writer) flush() {
 	}
 	n, err := w.lj.Write(w.buf)
 	w.size += int64(n)
+	defer w.finish(err)
 	if err != nil {
 		w.writeFailed(err, n)
 	} else {
@@ -257,6 +267,16 @@ func (w *Writer) flush() {
 	w.m.Bytes.Add(float64(n))
 	w.buf = w.buf[:0]
 	w.lines = 0
+}
+
+// finish tells the batches whose lines were in the buffer how the write
+// went.
+func (w *Writer) finish(err error) {
+	for _, done := range w.done {
+		done(err)
+	}
+	clear(w.done)
+	w.done = w.done[:0]
 }
 
 // writeFailed accounts for a failed write: the lines not written are
