@@ -43,6 +43,7 @@ type config struct {
 	wrkConns   int
 	skipDC     bool
 	only       string
+	forwardN   int
 	many       int
 	manyRate   int
 	manyDur    time.Duration
@@ -67,11 +68,12 @@ func main() {
 	flag.BoolVar(&c.skipDC, "skip-downcase", false, "skip the downcase run")
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "save a 1 s CPU profile of the daemon during each peak run to this file")
 	flag.BoolVar(&memDetail, "mem", false, "print the daemon's memory (RSS by kind, Go heap) after each peak run")
+	flag.IntVar(&c.forwardN, "forward-n", 1_000_000, "messages in the NATS forwarding run (0 skips it)")
 	flag.IntVar(&c.many, "many", 1000, "endpoints (and as many connecting publishers) in the many-publishers run (0 skips it)")
 	flag.IntVar(&c.manyRate, "many-rate", 10, "messages a second from each publisher in the many-publishers run")
 	flag.DurationVar(&c.manyDur, "many-dur", 10*time.Second, "length of the many-publishers load")
 	flag.DurationVar(&c.idleDur, "idle-dur", 10*time.Second, "how long idle CPU is measured in the many-publishers run")
-	flag.StringVar(&c.only, "only", "", "run only one part: peak, rotate, latency, downcase or many")
+	flag.StringVar(&c.only, "only", "", "run only one part: peak, rotate, latency, downcase, many or forward")
 	flag.Parse()
 	if *smoke {
 		c = smokeConfig()
@@ -87,7 +89,7 @@ func main() {
 func smokeConfig() config {
 	return config{runs: 1, size: 100, ns: []int{5000}, ps: []int{1, 2}, rotateN: 30000, rotateMB: 1,
 		latRate: 2000, latDur: 500 * time.Millisecond, wrkDur: time.Second, wrkThreads: 1, wrkConns: 4,
-		many: 50, manyRate: 10, manyDur: time.Second, idleDur: time.Second}
+		forwardN: 20_000, many: 50, manyRate: 10, manyDur: time.Second, idleDur: time.Second}
 }
 
 func ints(s string) []int {
@@ -198,6 +200,16 @@ func run(c config, out io.Writer) error {
 		// connection still in flight; the server answers and publishes those.
 		if inFlight := r.published - r.requests; inFlight < 0 || inFlight > c.wrkConns || r.counted != r.published || r.non2xx != 0 {
 			failures = append(failures, "downcase: not every request was published and counted")
+		}
+	}
+	if (c.only == "" || c.only == "forward") && c.forwardN > 0 {
+		for _, replicas := range []int{1, 3} {
+			written, forwarded, err := runForward(bins, c.forwardN, replicas, c.size)
+			if err != nil {
+				return fmt.Errorf("forward R%d: %w", replicas, err)
+			}
+			fmt.Fprintf(out, "\nforward to JetStream, %d server(s), %d replica(s), N=%s: written at %.0f lines/s, all acknowledged after %s (%.0f lines/s)\n",
+				replicas, replicas, short(c.forwardN), float64(c.forwardN)/written.Seconds(), forwarded.Round(time.Millisecond), float64(c.forwardN)/forwarded.Seconds())
 		}
 	}
 	if (c.only == "" || c.only == "many") && c.many > 0 {

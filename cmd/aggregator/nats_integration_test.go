@@ -189,7 +189,7 @@ func TestForwardSurvivesNATSOutageAndRestart(t *testing.T) {
 		code, body := httpGet(t, "http://"+d.http+"/-/ready")
 		return code == 503 && strings.Contains(body, "forwarding")
 	})
-	time.Sleep(2 * time.Second)
+	time.Sleep(10 * time.Second) // NATS stays down for 10 s
 	ns.start()
 	d.waitMetric("aggregator_forward_lines_total", 20_000)
 	within(t, 10*time.Second, "/-/ready says 200 again", func() bool {
