@@ -10,7 +10,7 @@
 //   - downcase requests per second under wrk, with every published
 //     message counted by a subscriber.
 //
-// A verifier reads the live file and every backup (.gz included) and
+// A verifier reads the live file and every backup (.gz and .zst included) and
 // reports missing, duplicated and out-of-order messages. Run it with
 // `make bench` or `go run ./bench`; `-smoke` is the tiny run CI does.
 package main
@@ -163,19 +163,22 @@ func run(c config, out io.Writer) error {
 	}
 	if (c.only == "" || c.only == "rotate") && c.rotateN > 0 {
 		p := 1
-		name := fmt.Sprintf("rotate %dMB+gzip N=%s", c.rotateMB, short(c.rotateN))
-		r, err := runReference(bins, p, c.rotateN, c.size)
-		if err != nil {
-			return fmt.Errorf("%s reference: %w", name, err)
+		for _, codec := range []string{"gzip", "zstd"} {
+			name := fmt.Sprintf("rotate %dMB+%s N=%s", c.rotateMB, codec, short(c.rotateN))
+			// Alternate reference and daemon, as for the peak cases.
+			r, err := runReference(bins, p, c.rotateN, c.size)
+			if err != nil {
+				return fmt.Errorf("%s reference: %w", name, err)
+			}
+			d, rotations, err := runDaemonRotating(bins, p, c.rotateN, c.size, c.rotateMB, codec)
+			if err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			check(name, d.t)
+			fmt.Fprintf(tw, "%s (%d files)\t%.0f\t%.0f\t%.2f\t%.2f\t%.2f\t%.1f\t%d\t%d\t%d\t\n", name, rotations+1,
+				d.rate(c.rotateN), r.rate(c.rotateN), d.rate(c.rotateN)/r.rate(c.rotateN), d.cpu, d.cpu/float64(c.rotateN)*1e6,
+				float64(d.rss)/(1<<20), d.t.missing, d.t.duplicated, d.t.outOfOrder)
 		}
-		d, rotations, err := runDaemonRotating(bins, p, c.rotateN, c.size, c.rotateMB)
-		if err != nil {
-			return fmt.Errorf("%s: %w", name, err)
-		}
-		check(name, d.t)
-		fmt.Fprintf(tw, "%s (%d files)\t%.0f\t%.0f\t%.2f\t%.2f\t%.2f\t%.1f\t%d\t%d\t%d\t\n", name, rotations+1,
-			d.rate(c.rotateN), r.rate(c.rotateN), d.rate(c.rotateN)/r.rate(c.rotateN), d.cpu, d.cpu/float64(c.rotateN)*1e6,
-			float64(d.rss)/(1<<20), d.t.missing, d.t.duplicated, d.t.outOfOrder)
 	}
 	tw.Flush()
 

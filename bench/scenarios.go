@@ -205,9 +205,9 @@ func runReference(bins binaries, p, n, size int) (sample, error) {
 }
 
 // runDaemonRotating sends n messages to an aggregator rotating every
-// rotateMB with compression on, and times until the last backup is
-// compressed.
-func runDaemonRotating(bins binaries, p, n, size, rotateMB int) (sample, int, error) {
+// rotateMB with compression (codec) on, and times until the last backup
+// is compressed.
+func runDaemonRotating(bins binaries, p, n, size, rotateMB int, codec string) (sample, int, error) {
 	pubs, err := newPublishers(p)
 	if err != nil {
 		return sample{}, 0, err
@@ -217,7 +217,7 @@ func runDaemonRotating(bins binaries, p, n, size, rotateMB int) (sample, int, er
 		"AGG_CONNECT":     strings.Join(pubs.endpoints(), ","),
 		"AGG_MAX_SIZE_MB": strconv.Itoa(rotateMB),
 		"AGG_MAX_BACKUPS": "0",
-		"AGG_COMPRESS":    "true",
+		"AGG_COMPRESS":    codec,
 	})
 	if err != nil {
 		return sample{}, 0, err
@@ -461,7 +461,7 @@ func parseWrk(out string, r *downcaseResult) error {
 	return nil
 }
 
-// verifyLog reads the live file and every backup, .gz included.
+// verifyLog reads the live file and every backup, compressed ones included.
 func verifyLog(path string, p, n int) (tally, error) {
 	v := newVerifier(p, n)
 	err := sink.ReadLines(path, func(_ string, line []byte) { v.line(payloadOf(line)) })

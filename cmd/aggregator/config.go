@@ -42,7 +42,7 @@ type Config struct {
 	MaxSizeMB     int           `envconfig:"MAX_SIZE_MB" default:"100" desc:"rotate the live file before it grows past this many MiB (at least 1)"`
 	MaxBackups    int           `envconfig:"MAX_BACKUPS" default:"10" desc:"rotated backups to keep; 0 keeps all"`
 	MaxAgeDays    int           `envconfig:"MAX_AGE_DAYS" default:"0" desc:"delete backups older than this many days; 0 keeps all"`
-	Compress      bool          `envconfig:"COMPRESS" default:"true" desc:"gzip rotated backups (in the background, never on the write path)"`
+	Compress      string        `envconfig:"COMPRESS" default:"gzip" desc:"compress rotated backups, in the background, never on the write path: gzip, zstd or false (true means gzip)"`
 	RotateEvery   time.Duration `envconfig:"ROTATE_EVERY" default:"0s" desc:"also rotate on this time boundary (e.g. 24h: at midnight UTC, 1h: on the hour); 0s turns it off"`
 	FlushInterval time.Duration `envconfig:"FLUSH_INTERVAL" default:"100ms" desc:"longest a line waits in the write buffer while messages keep arriving; an idle daemon writes at once"`
 
@@ -102,6 +102,9 @@ func (c *Config) Validate() error {
 	}
 	if c.LogFile == "" {
 		bad("LOG_FILE", "empty path")
+	}
+	if _, err := sink.ParseCodec(c.Compress); err != nil {
+		bad("COMPRESS", "%v", err)
 	}
 	if _, err := sink.ParseFormat(c.Format); err != nil {
 		bad("FORMAT", "%v", err)
@@ -296,7 +299,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("reconnect_max", c.reconnectMax()), slog.Bool("strip_newline", c.StripNewline),
 		slog.String("log_file", c.LogFile), slog.String("format", c.Format), slog.String("timezone", c.TimeZone),
 		slog.Int("max_size_mb", c.MaxSizeMB), slog.Int("max_backups", c.MaxBackups), slog.Int("max_age_days", c.MaxAgeDays),
-		slog.Bool("compress", c.Compress), slog.Duration("rotate_every", c.RotateEvery), slog.Duration("flush_interval", c.FlushInterval),
+		slog.String("compress", c.Compress), slog.Duration("rotate_every", c.RotateEvery), slog.Duration("flush_interval", c.FlushInterval),
 		slog.Int("rcvhwm", c.RcvHWM), slog.Int("max_message_bytes", c.MaxMessageBytes), slog.Int("queue_batches", c.QueueBatches), slog.Int("io_threads", c.IOThreads),
 		slog.String("curve_secret_key_file", c.SecretKeyFile), slog.String("curve_allowed_keys_file", c.AllowedKeysFile),
 		slog.String("curve_server_public_key_file", c.ServerPublicKeyFile),

@@ -70,6 +70,7 @@ func newDaemon(cfg Config, log *slog.Logger, getenv func(string) string) (d *dae
 		}
 	}()
 	format, _ := sink.ParseFormat(cfg.Format) // checked by Validate
+	codec, _ := sink.ParseCodec(cfg.Compress)
 
 	// Instrumentation.
 	d.reg = prometheus.NewRegistry()
@@ -118,7 +119,7 @@ func newDaemon(cfg Config, log *slog.Logger, getenv func(string) string) (d *dae
 		MaxSizeMB:     cfg.MaxSizeMB,
 		MaxBackups:    cfg.MaxBackups,
 		MaxAgeDays:    cfg.MaxAgeDays,
-		Compress:      cfg.Compress,
+		Compress:      codec,
 		RotateEvery:   cfg.RotateEvery,
 		FlushInterval: cfg.FlushInterval,
 	}, sm, log.With("component", "sink"))

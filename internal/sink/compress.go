@@ -1,7 +1,6 @@
 package sink
 
 import (
-	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -13,23 +12,89 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"time"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
 )
 
-// compressor gzips rotated backups in its own goroutine, so that the write
-// path never waits on compression. lumberjack can compress too, but only
-// with the standard library's default level, in a goroutine nobody can
-// wait for; at a few hundred MB/s of logs that falls behind and a stop
-// could leave a half-written .gz. Here a backup becomes name.gz.tmp, is
+// Codec is how rotated backups are compressed: "gzip", "zstd", or "" for
+// not at all.
+type Codec string
+
+// Codecs the daemon writes, and the suffixes of their files.
+const (
+	Gzip Codec = "gzip"
+	Zstd Codec = "zstd"
+	None Codec = ""
+)
+
+// ParseCodec reads AGG_COMPRESS: gzip, zstd or false; true means gzip.
+func ParseCodec(s string) (Codec, error) {
+	switch strings.ToLower(s) {
+	case "gzip", "true":
+		return Gzip, nil
+	case "zstd":
+		return Zstd, nil
+	case "false", "none":
+		return None, nil
+	}
+	return None, fmt.Errorf("%q: want gzip, zstd or false", s)
+}
+
+// compressedSuffixes are the endings of compressed backups, whatever the
+// codec in use: a daemon switched from one to the other still reads,
+// counts and prunes the backups of before.
+var compressedSuffixes = []string{".gz", ".zst"}
+
+func (c Codec) suffix() string {
+	if c == Zstd {
+		return ".zst"
+	}
+	return ".gz"
+}
+
+// writer starts compressing into dst. Both run at their fastest level:
+// compression must keep up with receiving on the same cores.
+func (c Codec) writer(dst io.Writer) (io.WriteCloser, error) {
+	if c == Zstd {
+		return zstd.NewWriter(dst, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1),
+			zstd.WithWindowSize(1<<20), zstd.WithLowerEncoderMem(true)) // a log compresses as well with 1 MiB of window, and peak RSS stays low
+	}
+	return gzip.NewWriterLevel(dst, gzip.BestSpeed)
+}
+
+// decompress reads a compressed backup; name tells the codec.
+func decompress(name string, r io.Reader) (io.ReadCloser, error) {
+	if strings.HasSuffix(name, ".zst") {
+		zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1))
+		if err != nil {
+			return nil, err
+		}
+		return zr.IOReadCloser(), nil
+	}
+	return gzip.NewReader(r)
+}
+
+// compressor compresses rotated backups in its own goroutine, so that the
+// write path never waits on compression, and then applies the retention
+// limits. lumberjack can compress too, but only with the standard
+// library's gzip at its default level, in a goroutine nobody can wait for;
+// at a few hundred MB/s of logs that falls behind and a stop could leave a
+// half-written .gz. Here a backup becomes name.gz.tmp (or .zst.tmp), is
 // renamed to name.gz when complete, and only then is the original removed:
-// at every moment each line is in exactly one complete file.
+// at every moment each line is in exactly one complete file. Retention is
+// done here too, not by lumberjack, which knows only .gz backups.
 type compressor struct {
-	dir     string
-	pattern *regexp.Regexp // matches the names of uncompressed backups
-	level   int
-	wake    chan struct{}
-	done    chan struct{}
-	m       *Metrics
-	log     *slog.Logger
+	dir        string
+	pattern    *regexp.Regexp // matches the names of uncompressed backups
+	codec      Codec          // None: retention only
+	maxBackups int
+	maxAge     time.Duration
+	wake       chan struct{}
+	done       chan struct{}
+	m          *Metrics
+	log        *slog.Logger
 }
 
 // backupPattern matches lumberjack's backup names for live file path:
@@ -42,15 +107,17 @@ func backupPattern(path string) *regexp.Regexp {
 		`-\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d\.\d{3}` + regexp.QuoteMeta(ext) + `$`)
 }
 
-func newCompressor(path string, m *Metrics, log *slog.Logger) *compressor {
+func newCompressor(path string, codec Codec, maxBackups, maxAgeDays int, m *Metrics, log *slog.Logger) *compressor {
 	return &compressor{
-		dir:     filepath.Dir(path),
-		pattern: backupPattern(path),
-		level:   gzip.BestSpeed,
-		wake:    make(chan struct{}, 1),
-		done:    make(chan struct{}),
-		m:       m,
-		log:     log,
+		dir:        filepath.Dir(path),
+		pattern:    backupPattern(path),
+		codec:      codec,
+		maxBackups: maxBackups,
+		maxAge:     time.Duration(maxAgeDays) * 24 * time.Hour,
+		wake:       make(chan struct{}, 1),
+		done:       make(chan struct{}),
+		m:          m,
+		log:        log,
 	}
 }
 
@@ -81,6 +148,10 @@ func (c *compressor) run(ctx context.Context, stop <-chan struct{}) {
 }
 
 func (c *compressor) pass(ctx context.Context) {
+	defer c.prune()
+	if c.codec == None {
+		return
+	}
 	for {
 		pending := c.pending()
 		c.m.CompressPending.Set(float64(len(pending)))
@@ -128,13 +199,16 @@ func (c *compressor) removeTemps() {
 	entries, _ := os.ReadDir(c.dir)
 	for _, e := range entries {
 		n := e.Name()
-		if base, ok := strings.CutSuffix(n, ".gz.tmp"); ok && c.pattern.MatchString(base) {
-			os.Remove(filepath.Join(c.dir, n))
+		for _, suffix := range compressedSuffixes {
+			if base, ok := strings.CutSuffix(n, suffix+".tmp"); ok && c.pattern.MatchString(base) {
+				os.Remove(filepath.Join(c.dir, n))
+			}
 		}
 	}
 }
 
-// compress writes name.gz through a temporary file and removes name.
+// compress writes name.gz (or .zst) through a temporary file and removes
+// name.
 func (c *compressor) compress(ctx context.Context, name string) (err error) {
 	src, err := os.Open(name)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -148,7 +222,7 @@ func (c *compressor) compress(ctx context.Context, name string) (err error) {
 	if err != nil {
 		return err
 	}
-	tmp := name + ".gz.tmp"
+	tmp := name + c.codec.suffix() + ".tmp"
 	dst, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, info.Mode().Perm())
 	if err != nil {
 		return err
@@ -159,7 +233,7 @@ func (c *compressor) compress(ctx context.Context, name string) (err error) {
 			os.Remove(tmp)
 		}
 	}()
-	zw, err := gzip.NewWriterLevel(dst, c.level)
+	zw, err := c.codec.writer(dst)
 	if err != nil {
 		return err
 	}
@@ -172,10 +246,60 @@ func (c *compressor) compress(ctx context.Context, name string) (err error) {
 	if err = dst.Close(); err != nil {
 		return err
 	}
-	if err = os.Rename(tmp, name+".gz"); err != nil {
+	if err = os.Rename(tmp, name+c.codec.suffix()); err != nil {
 		return err
 	}
 	return os.Remove(name)
+}
+
+// prune removes the oldest backups beyond maxBackups, and those rotated
+// more than maxAge ago (0: no limit), as lumberjack would, counting
+// compressed ones of either codec.
+func (c *compressor) prune() {
+	if c.maxBackups == 0 && c.maxAge == 0 {
+		return
+	}
+	entries, err := os.ReadDir(c.dir)
+	if err != nil {
+		return
+	}
+	type backup struct {
+		name string
+		at   time.Time
+	}
+	var backups []backup
+	for _, e := range entries {
+		base := e.Name()
+		for _, suffix := range compressedSuffixes {
+			base = strings.TrimSuffix(base, suffix)
+		}
+		if !c.pattern.MatchString(base) {
+			continue
+		}
+		at, err := backupTime(base)
+		if err != nil {
+			continue
+		}
+		backups = append(backups, backup{e.Name(), at})
+	}
+	sort.Slice(backups, func(i, j int) bool { return backups[i].at.After(backups[j].at) }) // newest first
+	for i, b := range backups {
+		if (c.maxBackups > 0 && i >= c.maxBackups) || (c.maxAge > 0 && time.Since(b.at) > c.maxAge) {
+			if err := os.Remove(filepath.Join(c.dir, b.name)); err == nil {
+				c.m.Pruned.Inc()
+			}
+		}
+	}
+}
+
+// backupTime is the rotation time lumberjack put in a backup's name.
+func backupTime(name string) (time.Time, error) {
+	ext := filepath.Ext(name)
+	stamp := strings.TrimSuffix(name, ext)
+	if len(stamp) < len("2006-01-02T15-04-05.000") {
+		return time.Time{}, errors.New("no time")
+	}
+	return time.Parse("2006-01-02T15-04-05.000", stamp[len(stamp)-len("2006-01-02T15-04-05.000"):])
 }
 
 // ctxReader stops a long copy when ctx is done.

@@ -2,7 +2,6 @@ package sink
 
 import (
 	"bufio"
-	"compress/gzip"
 	"errors"
 	"fmt"
 	"io"
@@ -35,9 +34,11 @@ func Files(path string) ([]string, error) {
 		switch {
 		case pattern.MatchString(name):
 			backups = append(backups, name)
-		case strings.HasSuffix(name, ".gz") && pattern.MatchString(strings.TrimSuffix(name, ".gz")):
-			if !present[strings.TrimSuffix(name, ".gz")] {
-				backups = append(backups, name)
+		default:
+			for _, suffix := range compressedSuffixes {
+				if base, ok := strings.CutSuffix(name, suffix); ok && pattern.MatchString(base) && !present[base] {
+					backups = append(backups, name)
+				}
 			}
 		}
 	}
@@ -54,16 +55,16 @@ func Files(path string) ([]string, error) {
 	return out, nil
 }
 
-// Open opens one of the files Files lists, decompressing a .gz.
+// Open opens one of the files Files lists, decompressing a .gz or .zst.
 func Open(name string) (io.ReadCloser, error) {
 	f, err := os.Open(name)
 	if err != nil {
 		return nil, err
 	}
-	if !strings.HasSuffix(name, ".gz") {
+	if !strings.HasSuffix(name, ".gz") && !strings.HasSuffix(name, ".zst") {
 		return f, nil
 	}
-	zr, err := gzip.NewReader(f)
+	zr, err := decompress(name, f)
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -71,7 +72,18 @@ func Open(name string) (io.ReadCloser, error) {
 	return struct {
 		io.Reader
 		io.Closer
-	}{zr, f}, nil
+	}{zr, closers{zr, f}}, nil
+}
+
+// closers closes the decompressor, then the file.
+type closers []io.Closer
+
+func (cs closers) Close() error {
+	var errs []error
+	for _, c := range cs {
+		errs = append(errs, c.Close())
+	}
+	return errors.Join(errs...)
 }
 
 // ReadLines calls fn with every line of the log at path, oldest file

@@ -18,6 +18,7 @@ type Metrics struct {
 	Compressed      prometheus.Counter
 	CompressErrors  prometheus.Counter
 	CompressPending prometheus.Gauge
+	Pruned          prometheus.Counter
 
 	droppedWrite, droppedTooLong prometheus.Counter
 }
@@ -49,7 +50,7 @@ func NewMetrics(reg prometheus.Registerer, dropped *prometheus.CounterVec) *Metr
 		}),
 		Compressed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "aggregator_backups_compressed_total",
-			Help: "Rotated backups compressed with gzip.",
+			Help: "Rotated backups compressed (gzip or zstd, AGG_COMPRESS).",
 		}),
 		CompressErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "aggregator_compress_errors_total",
@@ -59,6 +60,10 @@ func NewMetrics(reg prometheus.Registerer, dropped *prometheus.CounterVec) *Metr
 			Name: "aggregator_backups_uncompressed",
 			Help: "Rotated backups waiting for compression.",
 		}),
+		Pruned: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "aggregator_backups_removed_total",
+			Help: "Rotated backups removed by retention (AGG_MAX_BACKUPS, AGG_MAX_AGE_DAYS).",
+		}),
 		droppedWrite:   dropped.WithLabelValues(DropWriteError),
 		droppedTooLong: dropped.WithLabelValues(DropLineTooLong),
 	}
@@ -67,6 +72,6 @@ func NewMetrics(reg prometheus.Registerer, dropped *prometheus.CounterVec) *Metr
 	m.Rotations.WithLabelValues("size")
 	m.Rotations.WithLabelValues("time")
 	reg.MustRegister(m.Lines, m.Bytes, m.WriteErrors, m.Rotations, m.Reopens,
-		m.Compressed, m.CompressErrors, m.CompressPending)
+		m.Compressed, m.CompressErrors, m.CompressPending, m.Pruned)
 	return m
 }

@@ -25,7 +25,7 @@ type Options struct {
 	MaxSizeMB  int
 	MaxBackups int // 0 keeps all
 	MaxAgeDays int // 0 keeps all
-	Compress   bool
+	Compress   Codec
 	// RotateEvery also rotates on wall-clock boundaries (e.g. 24h rotates
 	// at midnight UTC); 0 turns it off.
 	RotateEvery time.Duration
@@ -85,12 +85,10 @@ func New(opt Options, m *Metrics, log *slog.Logger) (*Writer, error) {
 	w := &Writer{
 		opt: opt,
 		lj: &lumberjack.Logger{
-			Filename:   opt.Path,
-			MaxSize:    opt.MaxSizeMB,
-			MaxBackups: opt.MaxBackups,
-			MaxAge:     opt.MaxAgeDays,
-			LocalTime:  false,
-			Compress:   false, // see compressor
+			Filename:  opt.Path,
+			MaxSize:   opt.MaxSizeMB,
+			LocalTime: false,
+			Compress:  false, // compression and retention: see compressor
 		},
 		enc:      encoder{format: opt.Format, clock: newClock(opt.Location)},
 		maxBytes: int64(opt.MaxSizeMB) << 20,
@@ -98,9 +96,7 @@ func New(opt Options, m *Metrics, log *slog.Logger) (*Writer, error) {
 		log:      log,
 		buf:      make([]byte, 0, opt.BufferBytes+opt.BufferBytes/4),
 	}
-	if opt.Compress {
-		w.comp = newCompressor(opt.Path, m, log)
-	}
+	w.comp = newCompressor(opt.Path, opt.Compress, opt.MaxBackups, opt.MaxAgeDays, m, log)
 	if err := w.open(); err != nil {
 		return nil, err
 	}

@@ -135,29 +135,56 @@ func expectEach(t *testing.T, seen map[int]int, n int) {
 }
 
 func TestRotateBySizeUnderLoadWithCompression(t *testing.T) {
-	const n = 200_000
-	h := start(t, Options{MaxSizeMB: 1, Compress: true, BufferBytes: 64 << 10})
-	pad := strings.Repeat("x", 60)
-	h.feed(0, n, pad)
-	h.stop(t)
+	for _, codec := range []Codec{Gzip, Zstd} {
+		t.Run(string(codec), func(t *testing.T) {
+			const n = 200_000
+			h := start(t, Options{MaxSizeMB: 1, Compress: codec, BufferBytes: 64 << 10})
+			pad := strings.Repeat("x", 60)
+			h.feed(0, n, pad)
+			h.stop(t)
 
-	seen, files := readSeqs(t, h.path)
-	expectEach(t, seen, n)
-	gz := 0
-	for _, f := range files {
-		if strings.HasSuffix(f, ".gz") {
-			gz++
-		}
-		if info, err := os.Stat(f); err == nil && !strings.HasSuffix(f, ".gz") && info.Size() > 1<<20 {
-			t.Errorf("%s is %d bytes, over the 1 MiB limit", f, info.Size())
-		}
+			seen, files := readSeqs(t, h.path)
+			expectEach(t, seen, n)
+			compressed := 0
+			for _, f := range files {
+				if strings.HasSuffix(f, codec.suffix()) {
+					compressed++
+				}
+				if info, err := os.Stat(f); err == nil && !strings.HasSuffix(f, codec.suffix()) && info.Size() > 1<<20 {
+					t.Errorf("%s is %d bytes, over the 1 MiB limit", f, info.Size())
+				}
+			}
+			rot := testutil.ToFloat64(h.m.Rotations.WithLabelValues("size"))
+			if rot < 10 || compressed != int(rot) {
+				t.Errorf("size rotations %v, compressed backups %d (files %v)", rot, compressed, files)
+			}
+			if got := testutil.ToFloat64(h.m.Lines); got != n {
+				t.Errorf("lines written metric %v, want %d", got, n)
+			}
+		})
 	}
-	rot := testutil.ToFloat64(h.m.Rotations.WithLabelValues("size"))
-	if rot < 10 || gz != int(rot) {
-		t.Errorf("size rotations %v, compressed backups %d (files %v)", rot, gz, files)
-	}
-	if got := testutil.ToFloat64(h.m.Lines); got != n {
-		t.Errorf("lines written metric %v, want %d", got, n)
+}
+
+// TestRetentionCountsEveryCodec: AGG_MAX_BACKUPS keeps the newest backups,
+// compressed with either codec or not at all, and counts what it removes.
+func TestRetentionCountsEveryCodec(t *testing.T) {
+	for _, codec := range []Codec{Gzip, Zstd, None} {
+		t.Run(string(codec)+"-", func(t *testing.T) {
+			h := start(t, Options{MaxSizeMB: 1, MaxBackups: 3, Compress: codec, BufferBytes: 64 << 10})
+			h.feed(0, 150_000, strings.Repeat("r", 60))
+			h.stop(t)
+			files, err := Files(h.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(files) != 4 { // three backups and the live file
+				t.Fatalf("files %v, want 3 backups and the live file", files)
+			}
+			rot := testutil.ToFloat64(h.m.Rotations.WithLabelValues("size"))
+			if removed := testutil.ToFloat64(h.m.Pruned); removed != rot-3 {
+				t.Errorf("removed %v backups of %v, want %v", removed, rot, rot-3)
+			}
+		})
 	}
 }
 
