@@ -86,6 +86,7 @@ func newDaemon(cfg Config, log *slog.Logger, getenv func(string) string) (d *dae
 	// Forwarding, when configured: it reads what the writer writes. A NATS
 	// server that is down is no reason not to start; /-/ready says so.
 	var written func()
+	var unforwarded func() time.Time
 	if cfg.NATS.Enabled() {
 		fm := forward.NewMetrics(d.reg, func() float64 {
 			if d.fwd == nil {
@@ -96,7 +97,7 @@ func newDaemon(cfg Config, log *slog.Logger, getenv func(string) string) (d *dae
 		if d.fwd, err = forward.New(cfg.NATS.Options(cfg.LogFile), fm, log.With("component", "forward")); err != nil {
 			return d, err
 		}
-		written = d.fwd.Notify
+		written, unforwarded = d.fwd.Notify, d.fwd.Unforwarded
 	}
 
 	if cfg.NATS.Consuming() {
@@ -113,6 +114,7 @@ func newDaemon(cfg Config, log *slog.Logger, getenv func(string) string) (d *dae
 	// Output first: no socket is opened for a file that cannot be written.
 	d.writer, err = sink.New(sink.Options{
 		Written:       written,
+		Unforwarded:   unforwarded,
 		Path:          cfg.LogFile,
 		Format:        format,
 		Location:      cfg.Location(),

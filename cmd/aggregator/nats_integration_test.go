@@ -162,6 +162,7 @@ func TestForwardSurvivesNATSOutageAndRestart(t *testing.T) {
 		"AGG_NATS_URL":    ns.url(),
 		"AGG_NATS_EDGE":   "edge1",
 		"AGG_MAX_SIZE_MB": "1",
+		"AGG_MAX_BACKUPS": "2", // backups wait for forwarding, then go
 		"AGG_LOG_FILE":    t.TempDir() + "/subscriber.log",
 		"AGG_HTTP_ADDR":   freeAddr(t),
 	}
@@ -184,14 +185,14 @@ func TestForwardSurvivesNATSOutageAndRestart(t *testing.T) {
 	d.waitMetric("aggregator_forward_lines_total", 10_000)
 
 	ns.kill()
-	send(10_000) // written while NATS is down
+	send(40_000) // written while NATS is down: four rotations, more than AGG_MAX_BACKUPS
 	within(t, 10*time.Second, "/-/ready says forwarding fails", func() bool {
 		code, body := httpGet(t, "http://"+d.http+"/-/ready")
 		return code == 503 && strings.Contains(body, "forwarding")
 	})
 	time.Sleep(10 * time.Second) // NATS stays down for 10 s
 	ns.start()
-	d.waitMetric("aggregator_forward_lines_total", 20_000)
+	d.waitMetric("aggregator_forward_lines_total", 50_000)
 	within(t, 10*time.Second, "/-/ready says 200 again", func() bool {
 		code, _ := httpGet(t, "http://"+d.http+"/-/ready")
 		return code == 200
@@ -199,16 +200,39 @@ func TestForwardSurvivesNATSOutageAndRestart(t *testing.T) {
 
 	// A restart of the daemon while lines are still being forwarded.
 	send(20_000)
+	removed := d.metric("aggregator_backups_removed_total")
 	d.stop()
 	d, written = startAgg(t, env), 0
 	send(1)
 	within(t, 30*time.Second, "everything forwarded after the restart", func() bool {
 		return d.metric("aggregator_forward_lag_bytes") == 0 && d.metric("aggregator_forward_lines_total") > 0
 	})
+	removed += d.metric("aggregator_backups_removed_total")
+	if lost := d.metric("aggregator_backups_removed_unforwarded_total"); lost != 0 {
+		t.Errorf("%v backups removed before they were forwarded", lost)
+	}
 	d.stop()
-	files, _ := sink.Files(env["AGG_LOG_FILE"])
-	t.Logf("%d lines in %d files", sent, len(files))
-	sameLines(t, streamBytes(t, ns.url(), "AGGREGATOR"), logBytes(t, env["AGG_LOG_FILE"]))
+	// The stream holds every line once, in order; the files only the
+	// newest (AGG_MAX_BACKUPS=2), so the stream is checked by content.
+	stream := streamBytes(t, ns.url(), "AGGREGATOR")
+	n := 0
+	for line := range bytes.Lines(stream) {
+		if want := fmt.Sprintf(" line %d x", n); !bytes.Contains(line, []byte(want)) {
+			t.Fatalf("stream line %d is %q", n, line)
+		}
+		n++
+	}
+	if n != sent {
+		t.Fatalf("the stream holds %d lines, %d were sent", n, sent)
+	}
+	files := logBytes(t, env["AGG_LOG_FILE"])
+	if !bytes.HasSuffix(stream, files) {
+		t.Errorf("the files' %d bytes are not the end of the stream", len(files))
+	}
+	if removed == 0 {
+		t.Error("no backup was removed: retention did not run")
+	}
+	t.Logf("%d lines forwarded; %v backups removed after they were forwarded", sent, removed)
 }
 
 // TestForwardBadNATS: a URL nobody answers and a stream that does not take
@@ -242,6 +266,18 @@ func TestForwardBadNATS(t *testing.T) {
 		within(t, 10*time.Second, "503 naming the subject", func() bool {
 			code, body := httpGet(t, "http://"+d.http+"/-/ready")
 			return code == 503 && strings.Contains(body, "aggregator.lines")
+		})
+	})
+	t.Run("wrong password", func(t *testing.T) {
+		ns := &natsServer{t: t, addr: freeAddr(t), dir: t.TempDir(), extra: []string{"--user", "edge", "--pass", "right"}}
+		ns.start()
+		t.Cleanup(ns.kill)
+		bound, _ := publishers(t)
+		d := startAggNotReady(t, map[string]string{"AGG_CONNECT": bound.Endpoint, "AGG_NATS_URL": ns.url(),
+			"AGG_NATS_USER": "edge", "AGG_NATS_PASSWORD": "wrong"})
+		within(t, 10*time.Second, "503 naming the authorization", func() bool {
+			code, body := httpGet(t, "http://"+d.http+"/-/ready")
+			return code == 503 && strings.Contains(body, "forwarding") && strings.Contains(strings.ToLower(body), "authorization")
 		})
 	})
 	t.Run("check-config", func(t *testing.T) {

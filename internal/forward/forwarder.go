@@ -66,6 +66,7 @@ type Forwarder struct {
 	failure   atomic.Pointer[string] // why forwarding fails now; nil while it works
 	caughtUp  atomic.Int64           // Unix ns when everything written was last acknowledged
 	behind    atomic.Bool            // lines are written and not yet acknowledged
+	readFrom  atomic.Int64           // Unix ns: backups rotated since are not yet forwarded (see Unforwarded)
 	checkFile string
 }
 
@@ -102,6 +103,7 @@ func New(opt Options, m *Metrics, log *slog.Logger) (*Forwarder, error) {
 		return nil, err
 	}
 	f.caughtUp.Store(time.Now().UnixNano())
+	f.readFrom.Store(1) // until the forwarder knows where it is, every backup waits for it
 	return f, nil
 }
 
@@ -121,6 +123,10 @@ func (o Options) Connect(name string, onErr func(error)) (*nats.Conn, error) {
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			onErr(fmt.Errorf("NATS: %w", err))
+		}),
+		// A refused connection (wrong credentials, TLS) says why here.
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+			onErr(fmt.Errorf("connect to NATS: %w", err))
 		}),
 	}
 	auth, err := o.authOptions()
@@ -208,6 +214,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	for ctx.Err() == nil {
 		err := f.ensureStream(ctx)
 		if err == nil {
+			f.ok() // connected, and the stream takes the subject
 			err = f.forward(ctx, &cp)
 		}
 		if ctx.Err() != nil {
@@ -288,6 +295,7 @@ func (f *Forwarder) forward(ctx context.Context, cp *checkpoint) error {
 	if seg.id != cp.Acked.Segment {
 		cp.Window = nil // planned in a file that is gone
 	}
+	f.reading(seg)
 	cp.Acked.Segment, cp.Acked.File, cp.Acked.Offset = seg.id, seg.name, seg.offset
 	var buf []byte
 	for ctx.Err() == nil {
@@ -314,6 +322,7 @@ func (f *Forwarder) forward(ctx context.Context, cp *checkpoint) error {
 				}
 				seg.close()
 				seg = next
+				f.reading(seg)
 				cp.Acked = position{seg.id, seg.name, 0}
 				continue
 			}
@@ -446,6 +455,33 @@ func (f *Forwarder) lag(seg *segment, acked int64) int64 {
 		}
 	}
 	return max(n, 0)
+}
+
+// reading notes the segment now being forwarded: it and every backup
+// rotated after it are not yet acknowledged. A plain file's last write
+// comes before its rotation (a second of margin for the millisecond in
+// backup names); a compressed backup's name says when it was rotated.
+func (f *Forwarder) reading(seg *segment) {
+	var since time.Time
+	if seg.file != nil {
+		if info, err := seg.file.Stat(); err == nil {
+			since = info.ModTime().Add(-time.Second)
+		}
+	} else if at, err := sink.BackupTime(seg.name); err == nil {
+		since = at
+	}
+	if !since.IsZero() {
+		f.readFrom.Store(since.UnixNano())
+	}
+}
+
+// Unforwarded is the rotation time from which backups are not yet
+// forwarded; retention keeps them. Zero before the forwarder has started.
+func (f *Forwarder) Unforwarded() time.Time {
+	if ns := f.readFrom.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
 }
 
 // LagSeconds is how long lines have waited: 0 when everything written is

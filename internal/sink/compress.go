@@ -91,6 +91,7 @@ type compressor struct {
 	codec      Codec          // None: retention only
 	maxBackups int
 	maxAge     time.Duration
+	keepFrom   func() time.Time // backups rotated at or after this are not yet forwarded; nil or zero: none
 	wake       chan struct{}
 	done       chan struct{}
 	m          *Metrics
@@ -107,8 +108,9 @@ func backupPattern(path string) *regexp.Regexp {
 		`-\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d\.\d{3}` + regexp.QuoteMeta(ext) + `$`)
 }
 
-func newCompressor(path string, codec Codec, maxBackups, maxAgeDays int, m *Metrics, log *slog.Logger) *compressor {
+func newCompressor(path string, codec Codec, maxBackups, maxAgeDays int, keepFrom func() time.Time, m *Metrics, log *slog.Logger) *compressor {
 	return &compressor{
+		keepFrom:   keepFrom,
 		dir:        filepath.Dir(path),
 		pattern:    backupPattern(path),
 		codec:      codec,
@@ -252,9 +254,15 @@ func (c *compressor) compress(ctx context.Context, name string) (err error) {
 	return os.Remove(name)
 }
 
+// unforwardedFactor: backups not yet forwarded are kept past the limits,
+// up to this many times AGG_MAX_BACKUPS; only then are they removed,
+// counted and logged (a NATS outage of days must not fill the disk).
+const unforwardedFactor = 10
+
 // prune removes the oldest backups beyond maxBackups, and those rotated
 // more than maxAge ago (0: no limit), as lumberjack would, counting
-// compressed ones of either codec.
+// compressed ones of either codec. A backup the forwarder has not sent yet
+// stays, unless there are unforwardedFactor times maxBackups.
 func (c *compressor) prune() {
 	if c.maxBackups == 0 && c.maxAge == 0 {
 		return
@@ -283,13 +291,37 @@ func (c *compressor) prune() {
 		backups = append(backups, backup{e.Name(), at})
 	}
 	sort.Slice(backups, func(i, j int) bool { return backups[i].at.After(backups[j].at) }) // newest first
+	var keepFrom time.Time
+	if c.keepFrom != nil {
+		keepFrom = c.keepFrom()
+	}
 	for i, b := range backups {
-		if (c.maxBackups > 0 && i >= c.maxBackups) || (c.maxAge > 0 && time.Since(b.at) > c.maxAge) {
-			if err := os.Remove(filepath.Join(c.dir, b.name)); err == nil {
-				c.m.Pruned.Inc()
-			}
+		if !(c.maxBackups > 0 && i >= c.maxBackups) && !(c.maxAge > 0 && time.Since(b.at) > c.maxAge) {
+			continue
+		}
+		unforwarded := !keepFrom.IsZero() && !b.at.Before(keepFrom)
+		if unforwarded && (c.maxBackups == 0 || i < unforwardedFactor*c.maxBackups) {
+			continue // the forwarder has not sent it yet
+		}
+		if err := os.Remove(filepath.Join(c.dir, b.name)); err != nil {
+			continue
+		}
+		c.m.Pruned.Inc()
+		if unforwarded {
+			c.m.PrunedUnforwarded.Inc()
+			c.log.Error("backup removed before it was forwarded: too many backups wait for forwarding", "file", b.name,
+				"limit", unforwardedFactor*c.maxBackups)
 		}
 	}
+}
+
+// BackupTime is the rotation time in a backup's name.
+func BackupTime(name string) (time.Time, error) {
+	base := filepath.Base(name)
+	for _, suffix := range compressedSuffixes {
+		base = strings.TrimSuffix(base, suffix)
+	}
+	return backupTime(base)
 }
 
 // backupTime is the rotation time lumberjack put in a backup's name.

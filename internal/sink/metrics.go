@@ -19,6 +19,9 @@ type Metrics struct {
 	CompressErrors  prometheus.Counter
 	CompressPending prometheus.Gauge
 	Pruned          prometheus.Counter
+	// PrunedUnforwarded counts backups removed before the forwarder sent
+	// them, because too many waited.
+	PrunedUnforwarded prometheus.Counter
 
 	droppedWrite, droppedTooLong prometheus.Counter
 }
@@ -64,6 +67,10 @@ func NewMetrics(reg prometheus.Registerer, dropped *prometheus.CounterVec) *Metr
 			Name: "aggregator_backups_removed_total",
 			Help: "Rotated backups removed by retention (AGG_MAX_BACKUPS, AGG_MAX_AGE_DAYS).",
 		}),
+		PrunedUnforwarded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "aggregator_backups_removed_unforwarded_total",
+			Help: "Rotated backups removed before they were forwarded to NATS: more than 10 times AGG_MAX_BACKUPS waited.",
+		}),
 		droppedWrite:   dropped.WithLabelValues(DropWriteError),
 		droppedTooLong: dropped.WithLabelValues(DropLineTooLong),
 	}
@@ -72,6 +79,6 @@ func NewMetrics(reg prometheus.Registerer, dropped *prometheus.CounterVec) *Metr
 	m.Rotations.WithLabelValues("size")
 	m.Rotations.WithLabelValues("time")
 	reg.MustRegister(m.Lines, m.Bytes, m.WriteErrors, m.Rotations, m.Reopens,
-		m.Compressed, m.CompressErrors, m.CompressPending, m.Pruned)
+		m.Compressed, m.CompressErrors, m.CompressPending, m.Pruned, m.PrunedUnforwarded)
 	return m
 }

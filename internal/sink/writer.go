@@ -38,6 +38,9 @@ type Options struct {
 	// Written, when set, is called after each write that reached the
 	// file; it must not block (the forwarder's Notify).
 	Written func()
+	// Unforwarded, when set, says from which rotation time on backups are
+	// not yet forwarded: retention keeps them (see compressor.prune).
+	Unforwarded func() time.Time
 }
 
 // DefaultBufferBytes is the write batch size when Options leave it 0.
@@ -96,7 +99,7 @@ func New(opt Options, m *Metrics, log *slog.Logger) (*Writer, error) {
 		log:      log,
 		buf:      make([]byte, 0, opt.BufferBytes+opt.BufferBytes/4),
 	}
-	w.comp = newCompressor(opt.Path, opt.Compress, opt.MaxBackups, opt.MaxAgeDays, m, log)
+	w.comp = newCompressor(opt.Path, opt.Compress, opt.MaxBackups, opt.MaxAgeDays, opt.Unforwarded, m, log)
 	if err := w.open(); err != nil {
 		return nil, err
 	}
