@@ -40,7 +40,7 @@ func python(t *testing.T, script string, args ...string) (*exec.Cmd, io.WriteClo
 		go func() { cmd.Wait(); close(done) }()
 		select {
 		case <-done:
-		case <-time.After(10 * time.Second):
+		case <-time.After(3 * time.Second): // a script that runs until stopped
 			cmd.Process.Kill()
 			<-done
 		}
@@ -178,5 +178,104 @@ func TestLogbookPUSH(t *testing.T) {
 		if want := fmt.Sprintf("order %d placed", i); rec.Message != want || rec.Channel != "shop" {
 			t.Fatalf("line %d: %+v, want %q from shop", i, rec, want)
 		}
+	}
+}
+
+// curveClientScript publishes through a CurveZMQ PUB socket with pyzmq's
+// certificates: argv[1] endpoint, argv[2] its secret certificate, argv[3]
+// the server's public one, argv[4] its name. Like a client that was
+// refused, it connects anew every second (libzmq does not retry a
+// handshake the server refused), sending "<name> <n>" every 20 ms.
+const curveClientScript = `
+import sys, time, zmq, zmq.auth
+pub, sec = zmq.auth.load_certificate(sys.argv[2])
+srv, _ = zmq.auth.load_certificate(sys.argv[3])
+ctx = zmq.Context()
+n = 0
+while True:
+    s = ctx.socket(zmq.PUB)
+    s.linger = 0
+    s.curve_publickey, s.curve_secretkey, s.curve_serverkey = pub, sec, srv
+    s.connect(sys.argv[1])
+    end = time.time() + 1
+    while time.time() < end:
+        s.send_string("%s %d" % (sys.argv[4], n))
+        n += 1
+        time.sleep(0.02)
+    s.close()
+`
+
+// TestCurveWithPyzmqCertificates: certificates made by pyzmq's
+// create_certificates; the daemon's allow-list is their directory. A
+// listed client gets in, an unlisted one gets nothing until its
+// certificate is added, then it gets in without a restart. pyzmq reads
+// the certificates -curve-keygen writes.
+func TestCurveWithPyzmqCertificates(t *testing.T) {
+	certs, allowed := t.TempDir(), t.TempDir()
+	if out, err := exec.Command(debianPython, "-c", `
+import sys, zmq.auth
+for name in ("server", "listed", "unlisted"):
+    zmq.auth.create_certificates(sys.argv[1], name)
+`, certs).CombinedOutput(); err != nil {
+		t.Fatalf("create_certificates: %v\n%s", err, out)
+	}
+	copyFile := func(from, to string) {
+		data, err := os.ReadFile(from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(to, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	copyFile(certs+"/listed.key", allowed+"/listed.key")
+	ep := "tcp://" + freeAddr(t)
+	d := startAgg(t, map[string]string{
+		"AGG_BIND":                    ep,
+		"AGG_CURVE_SECRET_KEY_FILE":   certs + "/server.key_secret",
+		"AGG_CURVE_ALLOWED_KEYS_FILE": allowed,
+	})
+	python(t, curveClientScript, ep, certs+"/listed.key_secret", certs+"/server.key", "listed")
+	python(t, curveClientScript, ep, certs+"/unlisted.key_secret", certs+"/server.key", "unlisted")
+	received := func(name string) int {
+		n := 0
+		sink.ReadLines(d.log, func(_ string, line []byte) {
+			if strings.Contains(string(line), " "+name+" ") {
+				n++
+			}
+		})
+		return n
+	}
+	within(t, 10*time.Second, "the listed client gets in", func() bool { return received("listed") > 0 })
+	time.Sleep(2 * time.Second)
+	if n := received("unlisted"); n != 0 {
+		t.Fatalf("the unlisted client got %d messages in", n)
+	}
+	if refused := d.metric(`aggregator_connection_events_total{endpoint="` + ep + `",event="handshake_failed"}`); refused == 0 {
+		t.Error("no refused handshake counted")
+	}
+	copyFile(certs+"/unlisted.key", allowed+"/unlisted.key")
+	within(t, 10*time.Second, "the client gets in once listed, without a restart", func() bool { return received("unlisted") > 0 })
+	if strings.Count(d.stderr.String(), "key not allowed") > 1 {
+		t.Errorf("refusals logged more than once a minute:\n%s", d.stderr)
+	}
+
+	// The other way: pyzmq reads what -curve-keygen writes.
+	out, err := exec.Command(aggBin, "-curve-keygen", certs+"/agg").CombinedOutput()
+	if err != nil {
+		t.Fatalf("-curve-keygen: %v\n%s", err, out)
+	}
+	out, err = exec.Command(debianPython, "-c", `
+import sys, zmq, zmq.auth
+pub, sec = zmq.auth.load_certificate(sys.argv[1] + "_secret")
+pub2, none = zmq.auth.load_certificate(sys.argv[1])
+assert pub == pub2 and none is None and zmq.curve_public(sec) == pub, (pub, pub2)
+print("ok")
+`, certs+"/agg").CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "ok" {
+		t.Fatalf("pyzmq cannot read -curve-keygen's certificates: %v\n%s", err, out)
+	}
+	if info, err := os.Stat(certs + "/agg_secret"); err != nil || info.Mode().Perm() != 0o600 {
+		t.Errorf("secret certificate: %v, %v", info.Mode(), err)
 	}
 }

@@ -45,10 +45,10 @@ func TestWithAggregatorOverCurve(t *testing.T) {
 	aggEP := freeTCP(t)
 	demo(t, bin,
 		[]string{"DOWNCASE_PUB_BIND=", "DOWNCASE_PUB_CONNECT=tcp://" + aggEP,
-			"DOWNCASE_CURVE_SECRET_KEY_FILE=" + filepath.Join(keys, "downcase.secret"),
-			"DOWNCASE_CURVE_SERVER_PUBLIC_KEY_FILE=" + filepath.Join(keys, "aggregator.public")},
+			"DOWNCASE_CURVE_SECRET_KEY_FILE=" + filepath.Join(keys, "downcase_secret"),
+			"DOWNCASE_CURVE_SERVER_PUBLIC_KEY_FILE=" + filepath.Join(keys, "aggregator")},
 		[]string{"AGG_CONNECT=", "AGG_BIND=tcp://" + aggEP,
-			"AGG_CURVE_SECRET_KEY_FILE=" + filepath.Join(keys, "aggregator.secret")})
+			"AGG_CURVE_SECRET_KEY_FILE=" + filepath.Join(keys, "aggregator_secret")})
 }
 
 func buildBoth(t *testing.T) string {

@@ -39,7 +39,7 @@ func Parse(name, version string, args []string, stdout, stderr io.Writer, usage 
 	fs.SetOutput(stderr)
 	fs.Usage = func() { usage(stderr) }
 	check := fs.Bool("check-config", false, "check the configuration and exit")
-	keygen := fs.String("curve-keygen", "", "write a new CurveZMQ key pair to `PREFIX`.secret and PREFIX.public, and exit")
+	keygen := fs.String("curve-keygen", "", "write a new CurveZMQ certificate pair, public `DIR/NAME` and secret DIR/NAME_secret (czmq and pyzmq read them), and exit")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	help := fs.Bool("help", false, "print help and exit")
 	exit := func(code int) Flags { return Flags{Exit: &code} }

@@ -24,7 +24,7 @@ func TestParse(t *testing.T) {
 		{"version", []string{"-version"}, ExitOK, false, "prog v1"},
 		{"unknown flag", []string{"-bogus"}, ExitUsage, false, ""},
 		{"argument", []string{"extra"}, ExitUsage, false, ""},
-		{"keygen", []string{"-curve-keygen", keyPrefix}, ExitOK, false, keyPrefix + ".secret"},
+		{"keygen", []string{"-curve-keygen", keyPrefix}, ExitOK, false, keyPrefix + "_secret"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -39,8 +39,8 @@ func TestParse(t *testing.T) {
 			}
 		})
 	}
-	if _, err := os.Stat(keyPrefix + ".public"); err != nil {
-		t.Errorf("-curve-keygen wrote no public key: %v", err)
+	if _, err := os.Stat(keyPrefix); err != nil {
+		t.Errorf("-curve-keygen wrote no public certificate: %v", err)
 	}
 }
 

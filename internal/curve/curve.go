@@ -1,7 +1,9 @@
 // Package curve reads CurveZMQ keys from files and applies them to
-// sockets. A key file holds one Z85-encoded key (40 characters), either
-// alone on a line or as `public-key = "..."` / `secret-key = "..."` in the
-// style of zcert files; lines starting with # are comments.
+// sockets. Key files are certificates as czmq (zcert) and pyzmq
+// (zmq.auth) write them: ZPL text with a curve section holding
+// `public-key = "..."`, and `secret-key = "..."` in the secret one. A file
+// holding one bare Z85 key (40 characters) on a line is read too; lines
+// starting with # are comments.
 package curve
 
 import (
@@ -9,7 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
+	"time"
 
 	zmq "github.com/pebbe/zmq4"
 )
@@ -83,20 +85,47 @@ func Client(sock *zmq.Socket, id Identity, server string) error {
 	return errors.Join(sock.SetCurveServerkey(server), sock.SetCurvePublickey(id.Public), sock.SetCurveSecretkey(id.Secret))
 }
 
-// Keygen writes a new key pair to prefix+".secret" (mode 0600) and
-// prefix+".public", and returns the two paths.
-func Keygen(prefix string) (secretPath, publicPath string, err error) {
+// Keygen writes a new certificate pair as czmq names it: the public
+// certificate at path and the secret one at path+"_secret" (mode 0600), in
+// the format czmq's zcert and pyzmq's load_certificate read. It returns
+// the two paths.
+func Keygen(path string) (secretPath, publicPath string, err error) {
 	public, secret, err := zmq.NewCurveKeypair()
 	if err != nil {
 		return "", "", err
 	}
-	secretPath, publicPath = prefix+".secret", prefix+".public"
-	name := filepath.Base(prefix)
-	if err := os.WriteFile(secretPath, fmt.Appendf(nil, "# CurveZMQ secret key %s: keep it private\nsecret-key = %q\n", name, secret), 0o600); err != nil {
+	secretPath, publicPath = path+SecretSuffix, path
+	now := time.Now().UTC().Format(time.RFC3339)
+	if err := writeCert(secretPath, fmt.Sprintf(secretBanner, now), public, secret, 0o600); err != nil {
 		return "", "", err
 	}
-	if err := os.WriteFile(publicPath, fmt.Appendf(nil, "# CurveZMQ public key %s\npublic-key = %q\n", name, public), 0o644); err != nil {
+	if err := writeCert(publicPath, fmt.Sprintf(publicBanner, now), public, "", 0o644); err != nil {
 		return "", "", err
 	}
 	return secretPath, publicPath, nil
+}
+
+// SecretSuffix ends the name of a secret certificate (czmq's zcert_save).
+const SecretSuffix = "_secret"
+
+const (
+	publicBanner = `#   ****  Generated on %s by aggregator  ****
+#   ZeroMQ CURVE Public Certificate
+#   Exchange securely, or use a secure mechanism to verify the contents
+#   of this file after exchange.
+
+`
+	secretBanner = `#   ****  Generated on %s by aggregator  ****
+#   ZeroMQ CURVE **Secret** Certificate
+#   DO NOT PROVIDE THIS FILE TO OTHER USERS nor change its permissions.
+
+`
+)
+
+func writeCert(path, banner, public, secret string, mode os.FileMode) error {
+	text := banner + "metadata\ncurve\n    public-key = \"" + public + "\"\n"
+	if secret != "" {
+		text += "    secret-key = \"" + secret + "\"\n"
+	}
+	return os.WriteFile(path, []byte(text), mode)
 }

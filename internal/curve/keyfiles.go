@@ -13,8 +13,8 @@ import (
 // KeyFiles are the CurveZMQ settings both binaries read, embedded in their
 // Config so that the variables are PREFIX_CURVE_*.
 type KeyFiles struct {
-	SecretKeyFile       string `envconfig:"CURVE_SECRET_KEY_FILE" desc:"file with this process's CurveZMQ secret key (-curve-keygen makes one); bind endpoints then accept only CurveZMQ peers, who need the matching .public file"`
-	AllowedKeysFile     string `envconfig:"CURVE_ALLOWED_KEYS_FILE" desc:"file of the peers' public keys allowed on CurveZMQ bind endpoints, one per line (their .public files concatenated); empty allows any peer that knows this process's public key"`
+	SecretKeyFile       string `envconfig:"CURVE_SECRET_KEY_FILE" desc:"this process's CurveZMQ secret certificate (-curve-keygen DIR/NAME writes DIR/NAME_secret and the public DIR/NAME); bind endpoints then accept only CurveZMQ peers, who need the public one"`
+	AllowedKeysFile     string `envconfig:"CURVE_ALLOWED_KEYS_FILE" desc:"the peers allowed on CurveZMQ bind endpoints: a directory of their public certificates (czmq's and pyzmq's format; files ending in _secret are skipped), or a file of their public keys; read again within a second when it changes; empty allows any peer that knows this process's public key"`
 	ServerPublicKeyFile string `envconfig:"CURVE_SERVER_PUBLIC_KEY_FILE" desc:"file with the CurveZMQ public key of the peers this process connects to; connect endpoints then use CurveZMQ (needs the secret key file too)"`
 }
 
@@ -23,6 +23,9 @@ type Keys struct {
 	ID      *Identity // nil: no CurveZMQ
 	Server  string    // public key connect endpoints expect; "" for plain text
 	Allowed []string  // nil: any peer that knows ID.Public
+	// AllowedFrom is the file or directory Allowed was read from, watched
+	// for changes.
+	AllowedFrom string
 }
 
 // Validate adds to p what is wrong with the settings on their own.
@@ -57,6 +60,7 @@ func (k *KeyFiles) Load(prefix string) (Keys, error) {
 	if k.AllowedKeysFile != "" {
 		var err error
 		keys.Allowed, err = LoadAllowed(k.AllowedKeysFile)
+		keys.AllowedFrom = k.AllowedKeysFile
 		p.AddErr("CURVE_ALLOWED_KEYS_FILE", err)
 	}
 	if err := p.Err(); err != nil {
@@ -76,7 +80,7 @@ func (k Keys) Authenticator(zctx *zmq.Context, log *slog.Logger) (*Authenticator
 	if k.Allowed == nil {
 		return nil, nil
 	}
-	a, err := NewAuthenticator(zctx, k.Allowed, log.With("component", "auth"))
+	a, err := NewAuthenticator(zctx, k.Allowed, k.AllowedFrom, log.With("component", "auth"))
 	if err != nil {
 		return nil, fmt.Errorf("CurveZMQ authenticator: %w", err)
 	}

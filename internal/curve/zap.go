@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -16,10 +17,50 @@ import (
 // context (ZeroMQ RFC 27).
 const zapEndpoint = "inproc://zeromq.zap.01"
 
-// LoadAllowed reads a file of public keys, one per line (Z85, or
-// `public-key = "..."`; # comments), such as the .public files of the
-// peers allowed in, concatenated.
+// LoadAllowed reads the public keys of the peers allowed in, from a file
+// (keys one per line, Z85 or `public-key = "..."`, such as public
+// certificates concatenated) or from a directory of public certificates,
+// as czmq's zcertstore and pyzmq's create_certificates keep them: every
+// file but those ending in _secret and hidden ones. An allow-list with no
+// key is an error: it would refuse every peer, which is never meant.
 func LoadAllowed(path string) ([]string, error) {
+	info, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	var keys []string
+	if info.IsDir() {
+		entries, err := os.ReadDir(path)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range entries {
+			if !allowedCert(e) {
+				continue
+			}
+			k, err := readPublicKeys(filepath.Join(path, e.Name()))
+			if err != nil {
+				return nil, err
+			}
+			keys = append(keys, k...)
+		}
+	} else if keys, err = readPublicKeys(path); err != nil {
+		return nil, err
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("%s: no public key in it: an empty allow-list would refuse every peer", path)
+	}
+	return keys, nil
+}
+
+// allowedCert reports whether a directory entry is a public certificate.
+func allowedCert(e os.DirEntry) bool {
+	name := e.Name()
+	return e.Type().IsRegular() && !strings.HasPrefix(name, ".") && !strings.HasSuffix(name, SecretSuffix)
+}
+
+// readPublicKeys reads every public key of one file.
+func readPublicKeys(path string) ([]string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -36,13 +77,26 @@ func LoadAllowed(path string) ([]string, error) {
 			keys = append(keys, key)
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return nil, err
+	return keys, sc.Err()
+}
+
+// allowedStamp sums up what the allow-list's files look like now: their
+// names, sizes and times. A change means the list is read again.
+func allowedStamp(path string) string {
+	info, err := os.Stat(path)
+	if err != nil {
+		return "missing"
 	}
-	if len(keys) == 0 {
-		return nil, fmt.Errorf("%s: no key in the file", path)
+	stamp := fmt.Sprintf("%d/%d;", info.Size(), info.ModTime().UnixNano())
+	if info.IsDir() {
+		entries, _ := os.ReadDir(path)
+		for _, e := range entries {
+			if fi, err := e.Info(); err == nil && allowedCert(e) {
+				stamp += fmt.Sprintf("%s/%d/%d;", e.Name(), fi.Size(), fi.ModTime().UnixNano())
+			}
+		}
 	}
-	return keys, nil
+	return stamp
 }
 
 // Authenticator is a ZAP handler: it lets CurveZMQ clients in only if
@@ -50,16 +104,24 @@ func LoadAllowed(path string) ([]string, error) {
 type Authenticator struct {
 	sock    *zmq.Socket
 	allowed map[string]bool // binary 32-byte keys, as libzmq hands them over
+	from    string          // the allow-list's file or directory, watched for changes; "" for none
+	stamp   string          // what it looked like when last read
 	log     *slog.Logger
 	logged  map[string]time.Time // when each refused key was last logged
 }
 
+// reloadEvery is how often the allow-list's files are looked at: a client
+// added or removed takes effect within it, without a restart.
+const reloadEvery = time.Second
+
 // NewAuthenticator binds the ZAP endpoint of zctx. It must exist before
-// any CurveZMQ server socket of zctx takes a connection.
-func NewAuthenticator(zctx *zmq.Context, allowed []string, log *slog.Logger) (*Authenticator, error) {
-	a := &Authenticator{allowed: map[string]bool{}, log: log, logged: map[string]time.Time{}}
-	for _, k := range allowed {
-		a.allowed[zmq.Z85decode(k)] = true
+// any CurveZMQ server socket of zctx takes a connection. from, when not
+// empty, is where allowed came from; it is read again when it changes.
+func NewAuthenticator(zctx *zmq.Context, allowed []string, from string, log *slog.Logger) (*Authenticator, error) {
+	a := &Authenticator{log: log, logged: map[string]time.Time{}, from: from}
+	a.allow(allowed)
+	if from != "" {
+		a.stamp = allowedStamp(from)
 	}
 	var err error
 	if a.sock, err = zctx.NewSocket(zmq.REP); err != nil {
@@ -76,6 +138,30 @@ func NewAuthenticator(zctx *zmq.Context, allowed []string, log *slog.Logger) (*A
 	return a, nil
 }
 
+func (a *Authenticator) allow(keys []string) {
+	a.allowed = map[string]bool{}
+	for _, k := range keys {
+		a.allowed[zmq.Z85decode(k)] = true
+	}
+}
+
+// reload reads the allow-list again if its files changed. A list that
+// cannot be read, or holds no key, leaves the one in force, and says so.
+func (a *Authenticator) reload() {
+	stamp := allowedStamp(a.from)
+	if stamp == a.stamp {
+		return
+	}
+	a.stamp = stamp
+	keys, err := LoadAllowed(a.from)
+	if err != nil {
+		a.log.Error("CurveZMQ allow-list not reloaded; the previous one stays", "from", a.from, "err", err)
+		return
+	}
+	a.allow(keys)
+	a.log.Info("CurveZMQ allow-list reloaded", "from", a.from, "keys", len(a.allowed))
+}
+
 // Close closes the socket of an authenticator whose Run never started.
 func (a *Authenticator) Close() { a.sock.Close() }
 
@@ -84,7 +170,12 @@ func (a *Authenticator) Run(ctx context.Context) {
 	defer a.sock.Close()
 	poller := zmq.NewPoller()
 	poller.Add(a.sock, zmq.POLLIN)
+	nextReload := time.Now().Add(reloadEvery)
 	for ctx.Err() == nil {
+		if a.from != "" && time.Now().After(nextReload) {
+			a.reload()
+			nextReload = time.Now().Add(reloadEvery)
+		}
 		polled, err := poller.Poll(100 * time.Millisecond)
 		if err != nil || len(polled) == 0 {
 			continue
