@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -76,8 +77,9 @@ type Consumer struct {
 // state is what survives a restart: the last stream sequence written and
 // the size of the live file after it.
 type state struct {
-	Seq  uint64 `json:"seq"`
-	Size int64  `json:"size"`
+	Seq   uint64 `json:"seq"`
+	Size  int64  `json:"size"`
+	Inode uint64 `json:"inode"` // of the live file Size is of: a rotation since makes Size meaningless
 }
 
 // New connects (in the background) and returns the consumer.
@@ -171,9 +173,12 @@ func (c *Consumer) consumer(ctx context.Context) (jetstream.Consumer, error) {
 	})
 }
 
-// round fetches up to a batch of chunks, writes the new ones, waits for
-// the writer, saves the sequence and acknowledges.
-func (c *Consumer) round(ctx context.Context, cons jetstream.Consumer, q *ingest.Queue, abort <-chan struct{}, st *state, pending *[]byte) error {
+// round fetches up to a batch of chunks, writes the new ones in stream
+// order, waits for the writer, saves the sequence and acknowledges. Any
+// early return first hands back (Nak) what it fetched and did not finish,
+// so that it comes again at once, in order, rather than after AckWait
+// while later chunks overtake it.
+func (c *Consumer) round(ctx context.Context, cons jetstream.Consumer, q *ingest.Queue, abort <-chan struct{}, st *state, pending *[]byte) (err error) {
 	batch, err := cons.Fetch(fetchBatch, jetstream.FetchMaxWait(fetchWait))
 	if err != nil {
 		return fmt.Errorf("fetch: %w", err)
@@ -182,6 +187,14 @@ func (c *Consumer) round(ctx context.Context, cons jetstream.Consumer, q *ingest
 	for m := range batch.Messages() {
 		msgs = append(msgs, m)
 	}
+	acked := 0
+	defer func() {
+		if err != nil {
+			for _, m := range msgs[acked:] {
+				m.Nak()
+			}
+		}
+	}()
 	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
 		return fmt.Errorf("fetch: %w", err)
 	}
@@ -190,20 +203,29 @@ func (c *Consumer) round(ctx context.Context, cons jetstream.Consumer, q *ingest
 	}
 	done := make(chan error, len(msgs))
 	writing, last := 0, st.Seq
-	for _, m := range msgs {
+	for i, m := range msgs {
 		meta, err := m.Metadata()
 		if err != nil {
 			return err
 		}
 		seq := meta.Sequence.Stream
 		if seq <= last {
-			c.m.Skipped.Inc() // written before the last acknowledgement was lost
+			c.m.Skipped.Inc() // written before its acknowledgement was lost
 			continue
+		}
+		if last > 0 && seq != last+1 && !c.gapIsRetention(ctx, last+1) {
+			// An earlier chunk is still out (delivered, not acknowledged):
+			// take it first. What is fetched from here on comes again.
+			for _, later := range msgs[i:] {
+				later.Nak()
+			}
+			msgs = msgs[:i]
+			break
 		}
 		last = seq
 		out := annotate(m.Data(), m.Headers().Get("Aggregator-Edge"))
 		if len(*pending) > 0 && bytes.HasPrefix(*pending, out) {
-			// Written just before a crash, not yet acknowledged.
+			// Written just before a crash or a failed write, not yet acknowledged.
 			*pending = (*pending)[len(out):]
 			c.m.Skipped.Inc()
 			continue
@@ -222,28 +244,61 @@ func (c *Consumer) round(ctx context.Context, cons jetstream.Consumer, q *ingest
 		}
 		writing++
 	}
-	for range writing {
-		if err := <-done; err != nil {
-			for _, m := range msgs {
-				m.Nak()
-			}
-			return fmt.Errorf("write: %w", err)
+	var writeErr error
+	for range writing { // every result, so that nothing is still being written
+		if err := <-done; err != nil && writeErr == nil {
+			writeErr = err
 		}
 	}
-	st.Seq = last
-	if info, err := os.Stat(c.opt.Log); err == nil {
-		st.Size = info.Size()
+	if writeErr != nil {
+		// Some chunks may be in the file, one may be cut: the tail beyond
+		// the saved size tells which when they come again.
+		*pending = c.unacknowledgedTail(*st)
+		return fmt.Errorf("write: %w", writeErr)
 	}
-	if err := c.save(*st); err != nil {
-		return err
+	if last != st.Seq {
+		st.Seq = last
+		if info, err := os.Stat(c.opt.Log); err == nil {
+			st.Size, st.Inode = info.Size(), inode(info)
+		}
+		if err := c.save(*st); err != nil {
+			return err
+		}
 	}
 	for _, m := range msgs {
 		if err := m.Ack(); err != nil {
 			return fmt.Errorf("ack: %w", err) // delivered again, then skipped by its sequence
 		}
+		acked++
 		c.m.Chunks.Inc()
 	}
 	return nil
+}
+
+// gapIsRetention reports whether the stream no longer holds seq (its
+// limits removed it): a gap the consumer can never fill, logged and
+// passed over.
+func (c *Consumer) gapIsRetention(ctx context.Context, seq uint64) bool {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	s, err := c.js.Stream(ctx, c.opt.Stream)
+	if err != nil {
+		return false
+	}
+	info, err := s.Info(ctx)
+	if err != nil || info.State.FirstSeq <= seq {
+		return false
+	}
+	c.m.Errors.Inc()
+	c.log.Error("chunks removed from the stream before they were written", "from", seq, "to", info.State.FirstSeq-1)
+	return true
+}
+
+func inode(info os.FileInfo) uint64 {
+	if st, ok := info.Sys().(*syscall.Stat_t); ok {
+		return st.Ino
+	}
+	return 0
 }
 
 // annotate adds the edge's name to each line of a chunk: a JSON line gets
@@ -287,7 +342,7 @@ func (c *Consumer) unacknowledgedTail(st state) []byte {
 	}
 	defer f.Close()
 	info, err := f.Stat()
-	if err != nil || info.Size() <= st.Size || info.Size()-st.Size > 64<<20 {
+	if err != nil || inode(info) != st.Inode || info.Size() <= st.Size || info.Size()-st.Size > 64<<20 {
 		return nil
 	}
 	tail := make([]byte, info.Size()-st.Size)

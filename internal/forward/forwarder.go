@@ -67,6 +67,7 @@ type Forwarder struct {
 	caughtUp  atomic.Int64           // Unix ns when everything written was last acknowledged
 	behind    atomic.Bool            // lines are written and not yet acknowledged
 	readFrom  atomic.Int64           // Unix ns: backups rotated since are not yet forwarded (see Unforwarded)
+	retryWait atomic.Int64           // the next back-off after a failure; reset by a success
 	checkFile string
 }
 
@@ -81,6 +82,7 @@ type position struct {
 type planned struct {
 	Start, End int64
 	Lines      int
+	Skip       bool `json:",omitempty"` // one line longer than NATS takes: counted, not sent
 }
 
 // checkpoint is what survives a restart: what JetStream acknowledged, and
@@ -197,6 +199,7 @@ func (f *Forwarder) fail(err error) {
 }
 
 func (f *Forwarder) ok() {
+	f.retryWait.Store(int64(retryMin))
 	if f.failure.Swap(nil) != nil {
 		f.log.Info("forwarding again")
 	}
@@ -210,7 +213,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	wait := retryMin
+	f.retryWait.Store(int64(retryMin))
 	for ctx.Err() == nil {
 		err := f.ensureStream(ctx)
 		if err == nil {
@@ -223,14 +226,14 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		if err != nil {
 			f.fail(err)
 			f.m.Retries.Inc()
+			wait := time.Duration(f.retryWait.Load())
 			select {
 			case <-ctx.Done():
 			case <-time.After(wait):
 			}
-			wait = min(2*wait, retryMax)
+			f.retryWait.Store(int64(min(2*wait, retryMax)))
 			continue
 		}
-		wait = retryMin
 	}
 	return f.save(cp)
 }
@@ -283,7 +286,7 @@ func subjectMatches(pattern, subject string) bool {
 
 // forward sends windows until ctx is done or a window fails.
 func (f *Forwarder) forward(ctx context.Context, cp *checkpoint) error {
-	seg, err := f.open(cp.Acked)
+	seg, err := f.open(ctx, cp.Acked)
 	if err != nil {
 		return err
 	}
@@ -297,20 +300,42 @@ func (f *Forwarder) forward(ctx context.Context, cp *checkpoint) error {
 	}
 	f.reading(seg)
 	cp.Acked.Segment, cp.Acked.File, cp.Acked.Offset = seg.id, seg.name, seg.offset
-	var buf []byte
+	// The window's bytes stay in memory (at most windowChunks chunks)
+	// until acknowledged: reading a compressed backup again would mean
+	// decompressing it from its start. After a failure they are read
+	// again from the file.
+	var win []byte
+	maxPayload := f.nc.MaxPayload() - 4096 // room for the headers
 	for ctx.Err() == nil {
 		if len(cp.Window) == 0 { // plan the next window
+			win = win[:0]
 			for len(cp.Window) < windowChunks {
 				start := seg.offset
+				before := len(win)
 				var lines int
-				buf, lines, err = seg.chunk(buf, chunkBytes, chunkLines)
+				win, lines, err = seg.chunk(win, chunkBytes, chunkLines)
 				if err != nil {
 					return err
+				}
+				if lines == 0 && seg.rotatedAway(f.opt.Log) && seg.more() {
+					// A complete file that ends without a newline (a write
+					// cut by a full disk): its last bytes are a line.
+					if win, err = seg.rest(win); err != nil {
+						return err
+					}
+					lines = 1
 				}
 				if lines == 0 {
 					break
 				}
-				cp.Window = append(cp.Window, planned{start, seg.offset, lines})
+				c := planned{Start: start, End: seg.offset, Lines: lines}
+				if maxPayload > 0 && int64(len(win)-before) > maxPayload {
+					c.Skip = true
+					win = win[:before]
+					f.m.TooLong.Inc()
+					f.log.Error("line longer than NATS takes (max_payload): not forwarded", "file", seg.name, "offset", start, "bytes", c.End-c.Start)
+				}
+				cp.Window = append(cp.Window, c)
 			}
 			if len(cp.Window) == 0 {
 				next, err := f.idle(ctx, seg)
@@ -332,7 +357,12 @@ func (f *Forwarder) forward(ctx context.Context, cp *checkpoint) error {
 				return err
 			}
 		}
-		if err := f.send(ctx, seg, cp); err != nil {
+		err := f.send(ctx, seg, cp, win)
+		win = nil // after a failure, the window is read again from the file
+		if err != nil {
+			return err
+		}
+		if err := f.save(*cp); err != nil { // a restart need not send it again
 			return err
 		}
 		f.ok()
@@ -342,21 +372,39 @@ func (f *Forwarder) forward(ctx context.Context, cp *checkpoint) error {
 
 // send publishes the planned window, reading its chunks again from the
 // segment, and waits for every acknowledgement.
-func (f *Forwarder) send(ctx context.Context, seg *segment, cp *checkpoint) error {
-	if seg.offset != cp.Window[0].Start {
+func (f *Forwarder) send(ctx context.Context, seg *segment, cp *checkpoint, win []byte) error {
+	if win == nil && seg.offset != cp.Window[0].Start {
 		if err := seg.seek(cp.Window[0].Start); err != nil {
 			return err
 		}
 	}
 	futures := make([]jetstream.PubAckFuture, 0, len(cp.Window))
+	sent := make([]int, 0, len(cp.Window)) // the window's chunk of each future
 	var buf []byte
-	for _, c := range cp.Window {
-		data, err := seg.exactly(buf, c.End-c.Start)
-		if err != nil {
-			return err
+	for i, c := range cp.Window {
+		var data []byte
+		switch {
+		case c.Skip && win == nil:
+			if err := seg.skip(c.End - c.Start); err != nil {
+				return err
+			}
+			continue
+		case c.Skip:
+			continue
+		case win != nil:
+			data, win = win[:c.End-c.Start], win[c.End-c.Start:]
+		default:
+			var err error
+			if buf, err = seg.exactly(buf, c.End-c.Start); err != nil {
+				return err
+			}
+			data = buf
 		}
 		msg := nats.NewMsg(f.opt.Subject)
 		msg.Data = slices.Clone(data)
+		if len(data) > 0 && data[len(data)-1] != '\n' {
+			msg.Data = append(msg.Data, '\n') // the last line of a cut file
+		}
 		msg.Header.Set("Aggregator-Edge", f.opt.Edge)
 		id := fmt.Sprintf("%s/%s/%d", f.opt.Edge, seg.id, c.Start)
 		fut, err := f.js.PublishMsgAsync(msg, jetstream.WithMsgID(id), jetstream.WithExpectStream(f.opt.Stream))
@@ -364,13 +412,14 @@ func (f *Forwarder) send(ctx context.Context, seg *segment, cp *checkpoint) erro
 			return errors.Join(fmt.Errorf("publish: %w", err), f.settle(futures))
 		}
 		futures = append(futures, fut)
+		sent = append(sent, i)
 	}
 	timeout := time.NewTimer(ackWait)
 	defer timeout.Stop()
 	for i, fut := range futures {
 		select {
 		case ack := <-fut.Ok():
-			c := cp.Window[i]
+			c := cp.Window[sent[i]]
 			f.m.Lines.Add(float64(c.Lines))
 			f.m.Bytes.Add(float64(c.End - c.Start))
 			if ack.Duplicate {
@@ -494,30 +543,48 @@ func (f *Forwarder) LagSeconds() float64 {
 }
 
 // next opens the segment after seg, or returns nil when there is none yet
-// (the new live file has no whole line).
+// (the new live file has no whole line). A backup being compressed may
+// vanish between the listing and its opening: the directory is then
+// listed again.
 func (f *Forwarder) next(seg *segment) (*segment, error) {
-	files, err := sink.Files(f.opt.Log)
-	if err != nil {
-		return nil, err
-	}
-	found := false
-	for _, name := range files {
-		id, ok, err := segmentID(name)
-		if err != nil || !ok {
-			continue
+	for attempt := 0; ; attempt++ {
+		files, err := sink.Files(f.opt.Log)
+		if err != nil {
+			return nil, err
 		}
-		if found {
-			return openSegment(name, id, 0)
+		found, raced := false, false
+		for _, name := range files {
+			id, ok, err := segmentID(name)
+			if err != nil {
+				raced = true
+				break
+			}
+			if !ok {
+				continue
+			}
+			if found {
+				next, err := openSegment(name, id, 0)
+				if err != nil {
+					raced = true
+					break
+				}
+				return next, nil
+			}
+			found = id == seg.id
 		}
-		found = id == seg.id
+		if !raced || attempt >= 10 {
+			return nil, nil
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	return nil, nil
 }
 
 // open finds the acknowledged position's segment, or the oldest file when
-// there is none (first start) or it is gone (deleted before it was
-// forwarded: logged and counted).
-func (f *Forwarder) open(at position) (*segment, error) {
+// there is none (first start). A segment not found in two listings apart
+// is gone (deleted before it was forwarded): logged and counted, and
+// forwarding goes on with the first file rotated after it.
+func (f *Forwarder) open(ctx context.Context, at position) (*segment, error) {
+	missed := 0
 	for {
 		files, err := sink.Files(f.opt.Log)
 		if err != nil {
@@ -533,11 +600,24 @@ func (f *Forwarder) open(at position) (*segment, error) {
 		if at.Segment != "" {
 			for _, c := range all {
 				if c.id == at.Segment {
-					return openSegment(c.name, c.id, at.Offset)
+					if s, err := openSegment(c.name, c.id, at.Offset); err == nil {
+						return s, nil
+					}
 				}
 			}
+			if missed++; missed < 3 { // a backup caught between its compression and the removal of the original
+				time.Sleep(50 * time.Millisecond)
+				continue
+			}
 			f.m.SegmentsLost.Inc()
-			f.log.Error("the file being forwarded is gone; continuing with the oldest there is", "file", at.File, "offset", at.Offset)
+			f.log.Error("the file being forwarded is gone; continuing with the next there is", "file", at.File, "offset", at.Offset)
+			if lostAt, err := sink.BackupTime(at.File); err == nil {
+				for _, c := range all {
+					if at, err := sink.BackupTime(c.name); err != nil || at.After(lostAt) {
+						return openSegment(c.name, c.id, 0)
+					}
+				}
+			}
 			at = position{}
 		}
 		if len(all) > 0 {
@@ -545,6 +625,8 @@ func (f *Forwarder) open(at position) (*segment, error) {
 		}
 		// Nothing written yet.
 		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		case <-f.wake:
 		case <-time.After(time.Second):
 		}

@@ -8,6 +8,7 @@ type Metrics struct {
 	Retries      prometheus.Counter
 	Duplicates   prometheus.Counter // chunks JetStream already had (sent again)
 	SegmentsLost prometheus.Counter // files deleted before they were forwarded
+	TooLong      prometheus.Counter // lines longer than the server's max_payload
 	LagBytes     prometheus.Gauge
 }
 
@@ -35,12 +36,16 @@ func NewMetrics(reg prometheus.Registerer, lagSeconds func() float64) *Metrics {
 			Name: "aggregator_forward_files_lost_total",
 			Help: "Files of the log deleted before they were forwarded.",
 		}),
+		TooLong: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "aggregator_forward_lines_too_long_total",
+			Help: "Lines longer than the NATS server takes (its max_payload): written, not forwarded.",
+		}),
 		LagBytes: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "aggregator_forward_lag_bytes",
 			Help: "Bytes written and not yet acknowledged by JetStream.",
 		}),
 	}
-	reg.MustRegister(m.Lines, m.Bytes, m.Retries, m.Duplicates, m.SegmentsLost, m.LagBytes,
+	reg.MustRegister(m.Lines, m.Bytes, m.Retries, m.Duplicates, m.SegmentsLost, m.TooLong, m.LagBytes,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "aggregator_forward_lag_seconds",
 			Help: "How long written lines have waited for JetStream's acknowledgement; 0 when all are acknowledged.",

@@ -86,11 +86,11 @@ func openSegment(name, id string, offset int64) (*segment, error) {
 	return s, nil
 }
 
-// chunk reads whole lines, at most maxBytes (but at least one line) and
-// maxLines of them. It returns nothing when no whole line is there yet;
-// a partial line at the end stays for the next call.
+// chunk appends whole lines to buf, at most maxBytes (but at least one
+// line) and maxLines of them. It appends nothing when no whole line is
+// there yet; a partial line at the end stays for the next call.
 func (s *segment) chunk(buf []byte, maxBytes, maxLines int) ([]byte, int, error) {
-	buf = buf[:0]
+	start := len(buf)
 	lines := 0
 	for lines < maxLines {
 		peek, err := s.r.Peek(1)
@@ -118,7 +118,7 @@ func (s *segment) chunk(buf []byte, maxBytes, maxLines int) ([]byte, int, error)
 			}
 			return buf, lines, err
 		}
-		if lines > 0 && len(buf)+len(line) > maxBytes {
+		if lines > 0 && len(buf)-start+len(line) > maxBytes {
 			s.unread(line)
 			return buf, lines, nil
 		}
@@ -153,6 +153,40 @@ func (s *segment) rotatedAway(path string) bool {
 	a, err1 := s.file.Stat()
 	b, err2 := os.Stat(path)
 	return err1 != nil || err2 != nil || !os.SameFile(a, b)
+}
+
+// rest appends everything left in the file to buf: the last line of a
+// complete file that does not end with a newline.
+func (s *segment) rest(buf []byte) ([]byte, error) {
+	start := len(buf)
+	buf, err := appendAll(buf, s.r)
+	s.offset += int64(len(buf) - start)
+	return buf, err
+}
+
+func appendAll(buf []byte, r io.Reader) ([]byte, error) {
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if errors.Is(err, io.EOF) {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+}
+
+// skip passes over n bytes: a line not forwarded.
+func (s *segment) skip(n int64) error {
+	if _, err := io.CopyN(io.Discard, s.r, n); err != nil {
+		return fmt.Errorf("%s: skip %d bytes at %d: %w", s.name, n, s.offset, err)
+	}
+	s.offset += n
+	return nil
 }
 
 // more reports whether bytes are there to read beyond what was read.
