@@ -305,6 +305,7 @@ func (f *Forwarder) forward(ctx context.Context, cp *checkpoint) error {
 	// decompressing it from its start. After a failure they are read
 	// again from the file.
 	var win []byte
+	acked := false                         // a window was acknowledged since the checkpoint was saved
 	maxPayload := f.nc.MaxPayload() - 4096 // room for the headers
 	for ctx.Err() == nil {
 		if len(cp.Window) == 0 { // plan the next window
@@ -338,6 +339,12 @@ func (f *Forwarder) forward(ctx context.Context, cp *checkpoint) error {
 				cp.Window = append(cp.Window, c)
 			}
 			if len(cp.Window) == 0 {
+				if acked { // before waiting: a restart need not send the last window again
+					if err := f.save(*cp); err != nil {
+						return err
+					}
+					acked = false
+				}
 				next, err := f.idle(ctx, seg)
 				if err != nil {
 					return err
@@ -362,9 +369,7 @@ func (f *Forwarder) forward(ctx context.Context, cp *checkpoint) error {
 		if err != nil {
 			return err
 		}
-		if err := f.save(*cp); err != nil { // a restart need not send it again
-			return err
-		}
+		acked = true
 		f.ok()
 	}
 	return nil
