@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"aggregator/internal/eventually"
 )
 
 // machine is a Debian 12 system booted with systemd as PID 1 in fresh PID,
@@ -90,12 +92,12 @@ func boot(t *testing.T) *machine {
 		}
 	})
 	children := fmt.Sprintf("/proc/%d/task/%d/children", cmd.Process.Pid, cmd.Process.Pid)
-	within(t, 10*time.Second, "unshare forks PID 1", func() bool {
+	eventually.Within(t, 10*time.Second, "unshare forks PID 1", func() bool {
 		b, _ := os.ReadFile(children)
 		m.pid1, _ = strconv.Atoi(strings.TrimSpace(string(b)))
 		return m.pid1 != 0
 	})
-	within(t, 60*time.Second, "systemd boots", func() bool {
+	eventually.Within(t, 60*time.Second, "systemd boots", func() bool {
 		state, _ := m.run("systemctl", "is-system-running")
 		return state == "running" || state == "degraded"
 	})
@@ -149,17 +151,6 @@ func writeFile(t *testing.T, path, text string) {
 	}
 }
 
-func within(t *testing.T, d time.Duration, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, d)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 const (
 	aggReady = "http://127.0.0.1:9780/-/ready"
 	logFile  = "/var/log/aggregator/subscriber.log"
@@ -193,7 +184,7 @@ func TestUnderSystemd(t *testing.T) {
 	}
 
 	// The demo: a request to downcase becomes a line in the log.
-	within(t, 10*time.Second, "aggregator connects to downcase", func() bool {
+	eventually.Within(t, 10*time.Second, "aggregator connects to downcase", func() bool {
 		_, metrics := m.get("http://127.0.0.1:9780/metrics")
 		return strings.Contains(metrics, `aggregator_connection_events_total{endpoint="tcp://127.0.0.1:4444",event="connected"}`)
 	})
@@ -207,7 +198,7 @@ func TestUnderSystemd(t *testing.T) {
 		return want
 	}
 	first := demo("HeLLo")
-	within(t, 5*time.Second, "the line reaches "+logFile, func() bool {
+	eventually.Within(t, 5*time.Second, "the line reaches "+logFile, func() bool {
 		text, _ := m.run("cat", logFile)
 		return strings.HasSuffix(text, " "+first)
 	})
@@ -220,7 +211,7 @@ func TestUnderSystemd(t *testing.T) {
 	m.must("mv", logFile, logFile+".1")
 	m.must("systemctl", "reload", "aggregator")
 	second := demo("WoRLD")
-	within(t, 5*time.Second, "the next line reaches a new "+logFile, func() bool {
+	eventually.Within(t, 5*time.Second, "the next line reaches a new "+logFile, func() bool {
 		text, _ := m.run("cat", logFile)
 		return strings.HasSuffix(text, " "+second)
 	})
@@ -266,7 +257,7 @@ func TestUnderSystemd(t *testing.T) {
 	m.must("systemctl", "start", "aggregator")
 	frozen := m.show("aggregator", "MainPID")
 	m.must("kill", "-STOP", frozen)
-	within(t, 15*time.Second, "the watchdog restarts the frozen daemon", func() bool {
+	eventually.Within(t, 15*time.Second, "the watchdog restarts the frozen daemon", func() bool {
 		return m.show("aggregator", "NRestarts") == "1" && m.show("aggregator", "ActiveState") == "active"
 	})
 	if pid := m.show("aggregator", "MainPID"); pid == frozen {

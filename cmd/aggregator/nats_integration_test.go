@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"aggregator/internal/eventually"
 	"aggregator/internal/sink"
 )
 
@@ -58,7 +59,7 @@ func (s *natsServer) start() {
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatal(err)
 	}
-	within(s.t, 10*time.Second, "nats-server listens", func() bool {
+	eventually.Within(s.t, 10*time.Second, "nats-server listens", func() bool {
 		c, err := net.Dial("tcp", s.addr)
 		if err == nil {
 			c.Close()
@@ -72,17 +73,6 @@ func (s *natsServer) kill() {
 		s.cmd.Process.Kill()
 		s.cmd.Wait()
 		s.cmd = nil
-	}
-}
-
-func within(t *testing.T, d time.Duration, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, d)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -186,14 +176,14 @@ func TestForwardSurvivesNATSOutageAndRestart(t *testing.T) {
 
 	ns.kill()
 	send(40_000) // written while NATS is down: four rotations, more than AGG_MAX_BACKUPS
-	within(t, 10*time.Second, "/-/ready says forwarding fails", func() bool {
+	eventually.Within(t, 10*time.Second, "/-/ready says forwarding fails", func() bool {
 		code, body := httpGet(t, "http://"+d.http+"/-/ready")
 		return code == 503 && strings.Contains(body, "forwarding")
 	})
 	time.Sleep(10 * time.Second) // NATS stays down for 10 s
 	ns.start()
 	d.waitMetric("aggregator_forward_lines_total", 50_000)
-	within(t, 10*time.Second, "/-/ready says 200 again", func() bool {
+	eventually.Within(t, 10*time.Second, "/-/ready says 200 again", func() bool {
 		code, _ := httpGet(t, "http://"+d.http+"/-/ready")
 		return code == 200
 	})
@@ -204,7 +194,7 @@ func TestForwardSurvivesNATSOutageAndRestart(t *testing.T) {
 	d.stop()
 	d, written = startAgg(t, env), 0
 	send(1)
-	within(t, 30*time.Second, "everything forwarded after the restart", func() bool {
+	eventually.Within(t, 30*time.Second, "everything forwarded after the restart", func() bool {
 		return d.metric("aggregator_forward_lag_bytes") == 0 && d.metric("aggregator_forward_lines_total") > 0
 	})
 	removed += d.metric("aggregator_backups_removed_total")
@@ -245,7 +235,7 @@ func TestForwardBadNATS(t *testing.T) {
 	t.Run("nobody there", func(t *testing.T) {
 		bound, _ := publishers(t)
 		d := startAggNotReady(t, map[string]string{"AGG_CONNECT": bound.Endpoint, "AGG_NATS_URL": "nats://" + freeAddr(t)})
-		within(t, 10*time.Second, "503 naming forwarding", func() bool {
+		eventually.Within(t, 10*time.Second, "503 naming forwarding", func() bool {
 			code, body := httpGet(t, "http://"+d.http+"/-/ready")
 			return code == 503 && strings.Contains(body, "forwarding")
 		})
@@ -263,7 +253,7 @@ func TestForwardBadNATS(t *testing.T) {
 		}
 		bound, _ := publishers(t)
 		d := startAggNotReady(t, map[string]string{"AGG_CONNECT": bound.Endpoint, "AGG_NATS_URL": ns.url()})
-		within(t, 10*time.Second, "503 naming the subject", func() bool {
+		eventually.Within(t, 10*time.Second, "503 naming the subject", func() bool {
 			code, body := httpGet(t, "http://"+d.http+"/-/ready")
 			return code == 503 && strings.Contains(body, "aggregator.lines")
 		})
@@ -275,7 +265,7 @@ func TestForwardBadNATS(t *testing.T) {
 		bound, _ := publishers(t)
 		d := startAggNotReady(t, map[string]string{"AGG_CONNECT": bound.Endpoint, "AGG_NATS_URL": ns.url(),
 			"AGG_NATS_USER": "edge", "AGG_NATS_PASSWORD": "wrong"})
-		within(t, 10*time.Second, "503 naming the authorization", func() bool {
+		eventually.Within(t, 10*time.Second, "503 naming the authorization", func() bool {
 			code, body := httpGet(t, "http://"+d.http+"/-/ready")
 			return code == 503 && strings.Contains(body, "forwarding") && strings.Contains(strings.ToLower(body), "authorization")
 		})
@@ -410,7 +400,7 @@ func TestCentralWritesTheStreamExactlyOnce(t *testing.T) {
 	central = startAggNotReady(t, centralEnv)
 	send(5000)
 
-	within(t, 60*time.Second, "the central has every line", func() bool {
+	eventually.Within(t, 60*time.Second, "the central has every line", func() bool {
 		// Read while the central writes: a backup may be gzipped between
 		// listing and opening, so a failed read is just another try.
 		lines := 0

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"aggregator/internal/eventually"
 	"aggregator/internal/sink"
 )
 
@@ -246,7 +247,7 @@ for name in ("server", "listed", "unlisted"):
 		})
 		return n
 	}
-	within(t, 10*time.Second, "the listed client gets in", func() bool { return received("listed") > 0 })
+	eventually.Within(t, 10*time.Second, "the listed client gets in", func() bool { return received("listed") > 0 })
 	time.Sleep(2 * time.Second)
 	if n := received("unlisted"); n != 0 {
 		t.Fatalf("the unlisted client got %d messages in", n)
@@ -255,7 +256,7 @@ for name in ("server", "listed", "unlisted"):
 		t.Error("no refused handshake counted")
 	}
 	copyFile(certs+"/unlisted.key", allowed+"/unlisted.key")
-	within(t, 10*time.Second, "the client gets in once listed, without a restart", func() bool { return received("unlisted") > 0 })
+	eventually.Within(t, 10*time.Second, "the client gets in once listed, without a restart", func() bool { return received("unlisted") > 0 })
 	if strings.Count(d.stderr.String(), "key not allowed") > 1 {
 		t.Errorf("refusals logged more than once a minute:\n%s", d.stderr)
 	}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"aggregator/internal/eventually"
 	"aggregator/internal/zmqtest"
 )
 
@@ -131,7 +132,7 @@ func demo(t *testing.T, bin string, dcEnv, aggEnv []string) {
 	// Messages published in the last instant may still be on the wire;
 	// once the aggregator has received all that downcase published, a
 	// clean stop must write every one of them.
-	within(t, 10*time.Second, "the aggregator receives everything published", func() bool {
+	eventually.Within(t, 10*time.Second, "the aggregator receives everything published", func() bool {
 		pub := metricSum("http://"+dcAddr+"/metrics", "downcase_messages_published_total")
 		return pub > 0 && metricSum("http://"+aggHTTP+"/metrics", "aggregator_messages_received_total") == pub
 	})
@@ -192,17 +193,6 @@ func metricSum(url, name string) float64 {
 	return sum
 }
 
-func within(t *testing.T, d time.Duration, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, d)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func fileHas(path, s string) bool {
 	data, err := os.ReadFile(path)
 	return err == nil && strings.Contains(string(data), s)
@@ -230,7 +220,7 @@ func TestFirstRequestReachesTheLog(t *testing.T) {
 				t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
 			}
 			ready := func(addr string) {
-				within(t, 10*time.Second, addr+" ready", func() bool {
+				eventually.Within(t, 10*time.Second, addr+" ready", func() bool {
 					resp, err := http.Get("http://" + addr + "/-/ready")
 					if err != nil {
 						return false
@@ -258,7 +248,7 @@ func TestFirstRequestReachesTheLog(t *testing.T) {
 			if !aggregatorFirst {
 				aggregator()
 			}
-			within(t, 3*time.Second, "the first request reaches subscriber.log", func() bool {
+			eventually.Within(t, 3*time.Second, "the first request reaches subscriber.log", func() bool {
 				return fileHas(filepath.Join(work, "subscriber.log"), "lower case of FiRST is first")
 			})
 			t.Logf("in the log %s after the request", time.Since(asked).Round(time.Millisecond))

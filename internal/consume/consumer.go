@@ -14,7 +14,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -354,29 +353,8 @@ func (c *Consumer) unacknowledgedTail(st state) []byte {
 
 func (c *Consumer) load() (state, error) {
 	var st state
-	data, err := os.ReadFile(c.stateF)
-	if errors.Is(err, os.ErrNotExist) {
-		return st, nil
-	}
-	if err != nil {
-		return st, err
-	}
-	if err := json.Unmarshal(data, &st); err != nil {
-		return st, fmt.Errorf("%s: %w", c.stateF, err)
-	}
-	return st, nil
+	err := forward.LoadState(c.stateF, &st)
+	return st, err
 }
 
-func (c *Consumer) save(st state) error {
-	data, _ := json.Marshal(st)
-	tmp, err := os.CreateTemp(filepath.Dir(c.stateF), filepath.Base(c.stateF)+".tmp*")
-	if err != nil {
-		return err
-	}
-	_, werr := tmp.Write(data)
-	if err := errors.Join(werr, tmp.Close()); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	return os.Rename(tmp.Name(), c.stateF)
-}
+func (c *Consumer) save(st state) error { return forward.SaveState(c.stateF, st) }

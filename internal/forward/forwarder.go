@@ -640,37 +640,45 @@ func (f *Forwarder) open(ctx context.Context, at position) (*segment, error) {
 
 func (f *Forwarder) load() (checkpoint, error) {
 	var cp checkpoint
-	data, err := os.ReadFile(f.checkFile)
-	if errors.Is(err, os.ErrNotExist) {
-		return cp, nil
-	}
-	if err != nil {
-		return cp, err
-	}
-	if err := json.Unmarshal(data, &cp); err != nil {
-		return cp, fmt.Errorf("checkpoint %s: %w", f.checkFile, err)
-	}
-	return cp, nil
+	err := LoadState(f.checkFile, &cp)
+	return cp, err
 }
 
-// save writes the checkpoint through a temporary file renamed into place.
-func (f *Forwarder) save(cp checkpoint) error {
-	data, err := json.Marshal(cp)
+// LoadState reads what SaveState wrote into v; a file not there leaves v
+// as it is (a first start).
+func LoadState(path string, v any) error {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(f.checkFile), filepath.Base(f.checkFile)+".tmp*")
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+// save writes the checkpoint.
+func (f *Forwarder) save(cp checkpoint) error { return SaveState(f.checkFile, cp) }
+
+// SaveState writes v as JSON to path through a temporary file renamed
+// into place: a crash leaves the old state or the new, never half of one.
+// The central's consumer keeps its state the same way.
+func SaveState(path string, v any) error {
+	data, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
+	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	_, werr := tmp.Write(data)
+	if err := errors.Join(werr, tmp.Close()); err != nil {
 		os.Remove(tmp.Name())
 		return err
 	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	return os.Rename(tmp.Name(), f.checkFile)
+	return os.Rename(tmp.Name(), path)
 }
