@@ -30,6 +30,7 @@ type publisher struct {
 	sock     *zmq.Socket
 	topic    []byte
 	queue    chan []byte
+	closing  chan struct{} // closed by close: run sends what is queued and returns
 	done     chan struct{}
 	log      *slog.Logger
 	m        *pubMetrics
@@ -53,6 +54,7 @@ const holdTick = 20 * time.Millisecond
 type pubMetrics struct {
 	published    prometheus.Counter
 	queueFull    prometheus.Counter
+	stopping     prometheus.Counter
 	sendError    prometheus.Counter
 	noSubscriber prometheus.Counter
 }
@@ -60,7 +62,7 @@ type pubMetrics struct {
 func newPubMetrics(reg prometheus.Registerer, queue, held func() float64) *pubMetrics {
 	dropped := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "downcase_messages_dropped_total",
-		Help: "Messages not published, by reason (queue_full: the hand-off queue was full; no_subscriber: held longer than DOWNCASE_HOLD_FOR or beyond DOWNCASE_HOLD_MESSAGES with no subscriber; send_error: libzmq refused the message).",
+		Help: "Messages not published, by reason (queue_full: the hand-off queue was full; stopping: a request answered after the publisher stopped; no_subscriber: held longer than DOWNCASE_HOLD_FOR or beyond DOWNCASE_HOLD_MESSAGES with no subscriber; send_error: libzmq refused the message).",
 	}, []string{"reason"})
 	m := &pubMetrics{
 		published: prometheus.NewCounter(prometheus.CounterOpts{
@@ -68,6 +70,7 @@ func newPubMetrics(reg prometheus.Registerer, queue, held func() float64) *pubMe
 			Help: "Messages sent while a subscription matched them.",
 		}),
 		queueFull:    dropped.WithLabelValues("queue_full"),
+		stopping:     dropped.WithLabelValues("stopping"),
 		sendError:    dropped.WithLabelValues("send_error"),
 		noSubscriber: dropped.WithLabelValues("no_subscriber"),
 	}
@@ -91,7 +94,10 @@ func newPublisher(zctx *zmq.Context, cfg Config, keys curve.Keys, m *pubMetrics,
 			sock.Close()
 		}
 	}()
-	if err := errors.Join(sock.SetSndhwm(cfg.SndHWM), sock.SetLinger(cfg.Linger)); err != nil {
+	// Heartbeats tell a subscriber gone without a word (a host lost) from
+	// one that is there: its subscription ends, and messages are held.
+	if err := errors.Join(sock.SetSndhwm(cfg.SndHWM), sock.SetLinger(cfg.Linger),
+		sock.SetHeartbeatIvl(10*time.Second), sock.SetHeartbeatTimeout(30*time.Second)); err != nil {
 		return nil, fmt.Errorf("configure socket: %w", err)
 	}
 	id, server := keys.ID, keys.Server
@@ -120,6 +126,7 @@ func newPublisher(zctx *zmq.Context, cfg Config, keys curve.Keys, m *pubMetrics,
 	p := &publisher{
 		sock:    sock,
 		queue:   make(chan []byte, cfg.QueueLength),
+		closing: make(chan struct{}),
 		done:    make(chan struct{}),
 		log:     log,
 		m:       m,
@@ -136,7 +143,15 @@ func newPublisher(zctx *zmq.Context, cfg Config, keys curve.Keys, m *pubMetrics,
 }
 
 // offer queues msg without waiting; it reports false when it was dropped.
+// After close (a request that outlived the HTTP server's shutdown) the
+// message is dropped and counted too, never sent on a closed channel.
 func (p *publisher) offer(msg []byte) bool {
+	select {
+	case <-p.closing:
+		p.m.stopping.Inc()
+		return false
+	default:
+	}
 	select {
 	case p.queue <- msg:
 		return true
@@ -161,17 +176,21 @@ func (p *publisher) run() {
 			wake = tick.C
 		}
 		select {
-		case msg, ok := <-p.queue:
-			if !ok {
-				p.subscriptions()
-				p.release(time.Now())
-				p.expire(time.Time{}) // nobody will take them now
-				p.up.Store(false)
-				return
-			}
+		case msg := <-p.queue:
 			p.subscriptions()
 			p.release(time.Now())
 			p.publish(msg, time.Now())
+		case <-p.closing:
+			for len(p.queue) > 0 { // what was queued before the close
+				p.subscriptions()
+				p.release(time.Now())
+				p.publish(<-p.queue, time.Now())
+			}
+			p.subscriptions()
+			p.release(time.Now())
+			p.expire(time.Time{}) // nobody will take them now
+			p.up.Store(false)
+			return
 		case now := <-wake:
 			p.subscriptions()
 			p.release(now)
@@ -289,6 +308,6 @@ func (p *publisher) send(msg []byte) error {
 // close stops taking messages and waits for run to send what is queued.
 // Handlers must have finished (the HTTP server is shut down first).
 func (p *publisher) close() {
-	close(p.queue)
+	close(p.closing)
 	<-p.done
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	zmq "github.com/pebbe/zmq4"
@@ -35,7 +36,7 @@ func LoadAllowed(path string) ([]string, error) {
 			return nil, err
 		}
 		for _, e := range entries {
-			if !allowedCert(e) {
+			if !allowedCert(path, e) {
 				continue
 			}
 			k, err := readPublicKeys(filepath.Join(path, e.Name()))
@@ -53,10 +54,15 @@ func LoadAllowed(path string) ([]string, error) {
 	return keys, nil
 }
 
-// allowedCert reports whether a directory entry is a public certificate.
-func allowedCert(e os.DirEntry) bool {
+// allowedCert reports whether a directory entry is a public certificate:
+// a regular file, or a link to one (a mounted secret is often links).
+func allowedCert(dir string, e os.DirEntry) bool {
 	name := e.Name()
-	return e.Type().IsRegular() && !strings.HasPrefix(name, ".") && !strings.HasSuffix(name, SecretSuffix)
+	if strings.HasPrefix(name, ".") || strings.HasSuffix(name, SecretSuffix) {
+		return false
+	}
+	info, err := os.Stat(filepath.Join(dir, name))
+	return err == nil && info.Mode().IsRegular()
 }
 
 // readPublicKeys reads every public key of one file.
@@ -81,22 +87,31 @@ func readPublicKeys(path string) ([]string, error) {
 }
 
 // allowedStamp sums up what the allow-list's files look like now: their
-// names, sizes and times. A change means the list is read again.
+// names, sizes, times and inodes, links followed. A change means the list
+// is read again.
 func allowedStamp(path string) string {
 	info, err := os.Stat(path)
 	if err != nil {
 		return "missing"
 	}
-	stamp := fmt.Sprintf("%d/%d;", info.Size(), info.ModTime().UnixNano())
+	stamp := fileStamp(info)
 	if info.IsDir() {
 		entries, _ := os.ReadDir(path)
 		for _, e := range entries {
-			if fi, err := e.Info(); err == nil && allowedCert(e) {
-				stamp += fmt.Sprintf("%s/%d/%d;", e.Name(), fi.Size(), fi.ModTime().UnixNano())
+			if fi, err := os.Stat(filepath.Join(path, e.Name())); err == nil && allowedCert(path, e) {
+				stamp += e.Name() + "/" + fileStamp(fi)
 			}
 		}
 	}
 	return stamp
+}
+
+func fileStamp(info os.FileInfo) string {
+	stamp := fmt.Sprintf("%d/%d", info.Size(), info.ModTime().UnixNano())
+	if st, ok := info.Sys().(*syscall.Stat_t); ok {
+		stamp += fmt.Sprintf("/%d/%d.%d", st.Ino, st.Ctim.Sec, st.Ctim.Nsec)
+	}
+	return stamp + ";"
 }
 
 // Authenticator is a ZAP handler: it lets CurveZMQ clients in only if
@@ -106,6 +121,7 @@ type Authenticator struct {
 	allowed map[string]bool // binary 32-byte keys, as libzmq hands them over
 	from    string          // the allow-list's file or directory, watched for changes; "" for none
 	stamp   string          // what it looked like when last read
+	failed  string          // what it looked like when it last failed to read
 	log     *slog.Logger
 	logged  map[string]time.Time // when each refused key was last logged
 }
@@ -149,15 +165,16 @@ func (a *Authenticator) allow(keys []string) {
 // cannot be read, or holds no key, leaves the one in force, and says so.
 func (a *Authenticator) reload() {
 	stamp := allowedStamp(a.from)
-	if stamp == a.stamp {
+	if stamp == a.stamp || stamp == a.failed {
 		return
 	}
-	a.stamp = stamp
 	keys, err := LoadAllowed(a.from)
 	if err != nil {
+		a.failed = stamp // said once; tried again at the next change
 		a.log.Error("CurveZMQ allow-list not reloaded; the previous one stays", "from", a.from, "err", err)
 		return
 	}
+	a.stamp, a.failed = stamp, ""
 	a.allow(keys)
 	a.log.Info("CurveZMQ allow-list reloaded", "from", a.from, "keys", len(a.allowed))
 }

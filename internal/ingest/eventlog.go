@@ -48,6 +48,11 @@ func (l *eventLog) note(log *slog.Logger, now time.Time, kind int, level slog.Le
 		k.lastAddr = addr
 		return
 	}
+	if k.unlogged > 0 { // the summary of the minute before comes first
+		log.Log(context.Background(), k.level, eventMessage(kind), "event", eventKinds[kind], "addr", k.lastAddr,
+			"count", k.unlogged, "within", eventLogEvery)
+		k.unlogged = 0
+	}
 	log.Log(context.Background(), level, eventMessage(kind), "event", eventKinds[kind], "addr", addr)
 	k.next = now.Add(eventLogEvery)
 }

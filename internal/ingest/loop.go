@@ -83,8 +83,16 @@ func (l *loop) watch(fd int, token int32) error {
 // failed; batches that can no longer be delivered are counted as dropped.
 func (l *loop) run(ctx context.Context, abort <-chan struct{}) error {
 	defer l.close()
-	stop := context.AfterFunc(ctx, func() { syscall.Write(l.wake[1], []byte{1}) })
-	defer stop()
+	woken := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		syscall.Write(l.wake[1], []byte{1})
+		close(woken)
+	})
+	defer func() {
+		if !stop() {
+			<-woken // it ran, or is running: the pipe is closed only after
+		}
+	}()
 	// ZMQ_FD fires only after a read found the socket empty, so read each
 	// socket and monitor once before waiting: whatever came before the loop
 	// started would otherwise wait for the next signal.
@@ -196,6 +204,7 @@ func (l *loop) drain(abort <-chan struct{}) error {
 		s.ready.Store(false)
 	}
 	for _, s := range l.subs {
+		s.drainEvents(time.Now()) // no monitor event left to block libzmq's close
 		b := l.q.Get(s.opt.Endpoint)
 		for {
 			errno := s.recv.fill(b)

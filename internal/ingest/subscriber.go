@@ -197,7 +197,11 @@ func (s *Subscriber) monitor(zctx *zmq.Context) error {
 	if s.mon, err = zctx.NewSocket(zmq.PAIR); err != nil {
 		return err
 	}
-	if err = s.mon.SetLinger(0); err != nil {
+	// libzmq sends monitor events with a blocking send from its I/O
+	// thread: a full monitor pipe (a burst of connections while the loop
+	// waits on the writer) would stall every socket that thread serves.
+	// A receive high-water mark of 0 makes the inproc pipe unbounded.
+	if err = errors.Join(s.mon.SetLinger(0), s.mon.SetRcvhwm(0)); err != nil {
 		return err
 	}
 	return s.mon.Connect(addr)
