@@ -29,13 +29,16 @@ const httpShutdownWait = 2 * time.Second
 
 // daemon is the wired program:
 //
-//	publishers ─zmq─▶ Subscriber (one goroutine per endpoint)
+//	publishers ─zmq─▶ Subscriber per endpoint, in receive loops (one per core)
 //	                      │ stamps receive time, batches
+//	JetStream ─▶ consume.Consumer (a central daemon)
 //	                      ▼
 //	               ingest.Queue (fixed number of batches)
 //	                      │
 //	                      ▼
 //	               sink.Writer (one goroutine) ─▶ subscriber.log + backups
+//	                                                     │
+//	               forward.Forwarder (an edge) ◀─────────┘ ─▶ JetStream
 //
 // plus an HTTP server for metrics and health. main owns the zmq context,
 // the registry and the order of shutdown.
