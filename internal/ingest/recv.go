@@ -35,9 +35,8 @@ static size_t agg_room(int max_bytes) {
 //
 // Payload beyond max_bytes (all frames together) and frames beyond
 // AGG_MAX_FRAMES are cut and the message marked truncated. With
-// strip_newline, one "\n" or "\r\n" ending the last frame of a message that
-// was not cut is dropped: it ends the record, it is not part of it. It
-// returns the
+// strip_newline, one "\n" or "\r\n" ending the last frame is dropped
+// before that: it ends the record, it is not part of it. It returns the
 // number of messages, sets *used to the bytes written and *err to the
 // errno that ended the run (EAGAIN when the socket is empty; 0 when the
 // batch is full).
@@ -78,15 +77,23 @@ static int agg_recv_batch(void *sock, unsigned char *buf, size_t cap, int max_ms
 		size_t budget = (size_t)max_bytes;
 		uint16_t frames = 0;
 		uint8_t truncated = 0;
-		size_t last = 0; // offset of the last kept frame's length field
 		for (;;) {
 			size_t len = zmq_msg_size(&msg);
 			int more = zmq_msg_more(&msg);
+			if (strip_newline && !more && len > 0) {
+				// The newline ends the record: it is not payload, and a
+				// message of exactly max_bytes plus its newline is whole.
+				const char *d = zmq_msg_data(&msg);
+				if (d[len - 1] == '\n') {
+					len--;
+					if (len > 0 && d[len - 1] == '\r')
+						len--;
+				}
+			}
 			if (frames < AGG_MAX_FRAMES && (len <= budget || budget > 0)) {
 				size_t keep = len <= budget ? len : budget;
 				uint32_t l32 = (uint32_t)keep;
 				memcpy(rec + p, &l32, 4);
-				last = p;
 				if (keep > 0)
 					memcpy(rec + p + 4, zmq_msg_data(&msg), keep);
 				p += 4 + keep;
@@ -109,18 +116,6 @@ static int agg_recv_batch(void *sock, unsigned char *buf, size_t cap, int max_ms
 			if (rc < 0) {
 				zmq_msg_close(&msg);
 				break;
-			}
-		}
-		if (strip_newline && frames > 0 && !truncated) {
-			uint32_t l32;
-			memcpy(&l32, rec + last, 4);
-			unsigned char *end = rec + last + 4 + l32;
-			if (l32 > 0 && end[-1] == '\n') {
-				l32--;
-				if (l32 > 0 && end[-2] == '\r')
-					l32--;
-				memcpy(rec + last, &l32, 4);
-				p = last + 4 + l32;
 			}
 		}
 		uint32_t size = (uint32_t)p;

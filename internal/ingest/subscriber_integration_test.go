@@ -334,6 +334,41 @@ func TestPayloads(t *testing.T) {
 	}
 }
 
+// TestStripNewline: one "\n" or "\r\n" ending the last frame ends the
+// record; a message of exactly the maximum plus its newline is whole.
+func TestStripNewline(t *testing.T) {
+	r := newRig(t)
+	p, err := zmqtest.Bind()
+	p = mustPub(t, p, err)
+	r.add(Options{Endpoint: p.Endpoint, MaxMessageBytes: 10, StripNewline: true})
+	r.start()
+	if err := p.WaitSubscribed(1, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		send      []string
+		want      string
+		truncated bool
+	}{
+		{[]string{"0123456789\n"}, "0123456789", false},
+		{[]string{"0123456789\r\n"}, "0123456789", false},
+		{[]string{"two\n\n"}, "two\n", false},
+		{[]string{"\n"}, "", false},
+		{[]string{"t.INFO", "ok\n"}, "t.INFO|ok", false},
+		{[]string{"line\n", "last"}, "line\n|last", false}, // only the last frame's
+		{[]string{"0123456789x\n"}, "0123456789", true},
+	}
+	for _, c := range cases {
+		send(t, p, c.send...)
+	}
+	recs := r.waitCount(len(cases))
+	for i, c := range cases {
+		if got := string(bytes.Join(recs[i].Frames, []byte("|"))); got != c.want || recs[i].Truncated != c.truncated {
+			t.Errorf("%q: got %q truncated=%v, want %q truncated=%v", c.send, got, recs[i].Truncated, c.want, c.truncated)
+		}
+	}
+}
+
 func TestPublisherLateAndRestarting(t *testing.T) {
 	r := newRig(t)
 	ep, err := zmqtest.FreeTCPEndpoint()
