@@ -122,7 +122,9 @@ func (l *loop) run(ctx context.Context, abort <-chan struct{}) error {
 			case syscall.EAGAIN:
 			default:
 				s.deliver(b, abort)
-				return fmt.Errorf("receive on %s: %w", s.opt.Endpoint, errno)
+				// The daemon stops on this; what the other sockets hold is
+				// still taken first.
+				return errors.Join(fmt.Errorf("receive on %s: %w", s.opt.Endpoint, errno), l.drain(abort))
 			}
 			if len(b.Records) > 0 {
 				if !s.deliver(b, abort) {
