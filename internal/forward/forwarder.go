@@ -6,12 +6,10 @@ package forward
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -107,66 +105,6 @@ func New(opt Options, m *Metrics, log *slog.Logger) (*Forwarder, error) {
 	f.caughtUp.Store(time.Now().UnixNano())
 	f.readFrom.Store(1) // until the forwarder knows where it is, every backup waits for it
 	return f, nil
-}
-
-// Connect connects to the servers with the options' credentials and TLS,
-// retrying in the background (a server that is down at start is not an
-// error) and for ever; onErr hears of disconnections and async errors.
-func (o Options) Connect(name string, onErr func(error)) (*nats.Conn, error) {
-	opts := []nats.Option{
-		nats.Name(name),
-		nats.RetryOnFailedConnect(true),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(time.Second),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				onErr(fmt.Errorf("disconnected from NATS: %w", err))
-			}
-		}),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-			onErr(fmt.Errorf("NATS: %w", err))
-		}),
-		// A refused connection (wrong credentials, TLS) says why here.
-		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
-			onErr(fmt.Errorf("connect to NATS: %w", err))
-		}),
-	}
-	auth, err := o.authOptions()
-	if err != nil {
-		return nil, err
-	}
-	nc, err := nats.Connect(strings.Join(o.URLs, ","), append(opts, auth...)...)
-	if err != nil {
-		return nil, fmt.Errorf("NATS %s: %w", strings.Join(o.URLs, ","), err)
-	}
-	return nc, nil
-}
-
-func (o Options) authOptions() ([]nats.Option, error) {
-	var opts []nats.Option
-	if o.Creds != "" {
-		opts = append(opts, nats.UserCredentials(o.Creds))
-	}
-	if o.NKeySeed != "" {
-		opt, err := nats.NkeyOptionFromSeed(o.NKeySeed)
-		if err != nil {
-			return nil, fmt.Errorf("nkey seed %s: %w", o.NKeySeed, err)
-		}
-		opts = append(opts, opt)
-	}
-	if o.User != "" {
-		opts = append(opts, nats.UserInfo(o.User, o.Password))
-	}
-	if o.Token != "" {
-		opts = append(opts, nats.Token(o.Token))
-	}
-	if o.CA != "" {
-		opts = append(opts, nats.RootCAs(o.CA))
-	}
-	if o.Cert != "" {
-		opts = append(opts, nats.ClientCert(o.Cert, o.Key))
-	}
-	return opts, nil
 }
 
 // Close closes the connection of a forwarder that was never run.
@@ -414,7 +352,8 @@ func (f *Forwarder) send(ctx context.Context, seg *segment, cp *checkpoint, win 
 		id := fmt.Sprintf("%s/%s/%d", f.opt.Edge, seg.id, c.Start)
 		fut, err := f.js.PublishMsgAsync(msg, jetstream.WithMsgID(id), jetstream.WithExpectStream(f.opt.Stream))
 		if err != nil {
-			return errors.Join(fmt.Errorf("publish: %w", err), f.settle(futures))
+			f.settle(futures)
+			return fmt.Errorf("publish: %w", err)
 		}
 		futures = append(futures, fut)
 		sent = append(sent, i)
@@ -431,11 +370,13 @@ func (f *Forwarder) send(ctx context.Context, seg *segment, cp *checkpoint, win 
 				f.m.Duplicates.Inc()
 			}
 		case err := <-fut.Err():
-			return errors.Join(fmt.Errorf("publish: %w", err), f.settle(futures[i+1:]))
+			f.settle(futures[i+1:])
+			return fmt.Errorf("publish: %w", err)
 		case <-timeout.C:
 			return fmt.Errorf("no acknowledgement from JetStream within %s", ackWait)
 		case <-ctx.Done():
-			return f.settle(futures[i:])
+			f.settle(futures[i:])
+			return ctx.Err() // the window is sent again at the next start
 		}
 	}
 	last := cp.Window[len(cp.Window)-1]
@@ -446,17 +387,16 @@ func (f *Forwarder) send(ctx context.Context, seg *segment, cp *checkpoint, win 
 
 // settle waits, a bounded time, for futures already sent, so that a
 // failed window is sent again only once they are decided.
-func (f *Forwarder) settle(futures []jetstream.PubAckFuture) error {
+func (f *Forwarder) settle(futures []jetstream.PubAckFuture) {
 	deadline := time.After(ackWait)
 	for _, fut := range futures {
 		select {
 		case <-fut.Ok():
 		case <-fut.Err():
 		case <-deadline:
-			return nil
+			return
 		}
 	}
-	return nil
 }
 
 // idle is called when seg has no whole line left to read. When seg is
@@ -636,49 +576,4 @@ func (f *Forwarder) open(ctx context.Context, at position) (*segment, error) {
 		case <-time.After(time.Second):
 		}
 	}
-}
-
-func (f *Forwarder) load() (checkpoint, error) {
-	var cp checkpoint
-	err := LoadState(f.checkFile, &cp)
-	return cp, err
-}
-
-// LoadState reads what SaveState wrote into v; a file not there leaves v
-// as it is (a first start).
-func LoadState(path string, v any) error {
-	data, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if err := json.Unmarshal(data, v); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	return nil
-}
-
-// save writes the checkpoint.
-func (f *Forwarder) save(cp checkpoint) error { return SaveState(f.checkFile, cp) }
-
-// SaveState writes v as JSON to path through a temporary file renamed
-// into place: a crash leaves the old state or the new, never half of one.
-// The central's consumer keeps its state the same way.
-func SaveState(path string, v any) error {
-	data, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	_, werr := tmp.Write(data)
-	if err := errors.Join(werr, tmp.Close()); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
