@@ -86,10 +86,10 @@ func (c *Config) Validate() error {
 	bad := problems.Add
 	var all []string
 	for _, ep := range c.endpoints() {
-		if err := ingest.CheckEndpoint(ep.Endpoint, ep.Bind); err != nil {
+		if err := ingest.CheckEndpoint(ep.name, ep.bind); err != nil {
 			bad(ep.key, "%v", err)
 		}
-		all = append(all, ep.Endpoint)
+		all = append(all, ep.name)
 	}
 	if len(all) == 0 && !c.NATS.Consuming() {
 		bad("CONNECT", "no endpoint to receive from: set AGG_CONNECT, AGG_BIND, AGG_PULL_CONNECT or AGG_PULL_BIND (or AGG_NATS_CONSUME)")
@@ -171,8 +171,9 @@ func (c *Config) reconnectMax() time.Duration {
 
 // endpoint is one configured endpoint and the variable that names it.
 type endpoint struct {
-	ingest.Options // Endpoint, Bind, Pull
-	key            string
+	name       string
+	bind, pull bool
+	key        string
 }
 
 // endpoints lists every configured endpoint: SUB connect and bind, then
@@ -190,7 +191,7 @@ func (c *Config) endpoints() []endpoint {
 		{c.PullBind, true, true, "PULL_BIND"},
 	} {
 		for _, ep := range l.list {
-			eps = append(eps, endpoint{ingest.Options{Endpoint: ep, Bind: l.bind, Pull: l.pull}, l.key})
+			eps = append(eps, endpoint{ep, l.bind, l.pull, l.key})
 		}
 	}
 	return eps

@@ -131,7 +131,7 @@ func TestConnectionFloodIsCountedNotLogged(t *testing.T) {
 // configured endpoints is a configuration error that says what to raise.
 func TestCheckConfigFileLimit(t *testing.T) {
 	var eps []string
-	for i := range 400 {
+	for i := range 900 {
 		eps = append(eps, fmt.Sprintf("tcp://127.0.0.1:%d", 20000+i))
 	}
 	cmd, stderr, _ := command(t, map[string]string{"AGG_CONNECT": strings.Join(eps, ",")})
@@ -140,7 +140,7 @@ func TestCheckConfigFileLimit(t *testing.T) {
 	if code := exitCode(cmd.Run()); code != 78 {
 		t.Fatalf("exit %d, want 78; stderr:\n%s", code, stderr)
 	}
-	if !strings.Contains(stderr.String(), "AGG_CONNECT: 400 endpoints need at least") || !strings.Contains(stderr.String(), "LimitNOFILE=") {
+	if !strings.Contains(stderr.String(), "AGG_CONNECT: 900 endpoints need at least") || !strings.Contains(stderr.String(), "LimitNOFILE=") {
 		t.Errorf("stderr does not explain the file limit:\n%s", stderr)
 	}
 }

@@ -230,7 +230,7 @@ func (c *Consumer) round(ctx context.Context, cons jetstream.Consumer, q *ingest
 			continue
 		}
 		*pending = nil
-		b := q.Get("nats:" + c.opt.Stream)
+		b := q.Get()
 		b.Raw = true
 		b.Done = func(err error) { done <- err }
 		for line := range bytes.Lines(out) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -112,9 +111,8 @@ func (l *loop) run(ctx context.Context, abort <-chan struct{}) error {
 			l.isReady[i] = false
 			s := l.subs[i]
 			if b == nil {
-				b = l.q.Get(s.opt.Endpoint)
+				b = l.q.Get()
 			}
-			b.Endpoint = s.opt.Endpoint
 			errno := s.recv.fill(b)
 			switch errno {
 			case 0: // b is full; the socket may hold more
@@ -124,7 +122,7 @@ func (l *loop) run(ctx context.Context, abort <-chan struct{}) error {
 				s.deliver(b, abort)
 				// The daemon stops on this; what the other sockets hold is
 				// still taken first.
-				return errors.Join(fmt.Errorf("receive on %s: %w", s.opt.Endpoint, errno), l.drain(abort))
+				return errors.Join(fmt.Errorf("receive on %s: %w", s.Endpoint(), errno), l.drain(abort))
 			}
 			if len(b.Records) > 0 {
 				if !s.deliver(b, abort) {
@@ -177,18 +175,14 @@ func (l *loop) wait() error {
 	if !l.flushAt.IsZero() && !time.Now().Before(l.flushAt) {
 		now, l.flushAt = time.Now(), time.Time{}
 		for _, s := range l.subs {
-			l.due(s.events.flush(s.log, now))
+			l.due(s.flushEvents(now))
 		}
 	}
 	return nil
 }
 
 // due notes when an event log next has a summary to write.
-func (l *loop) due(t time.Time) {
-	if !t.IsZero() && (l.flushAt.IsZero() || t.Before(l.flushAt)) {
-		l.flushAt = t
-	}
-}
+func (l *loop) due(t time.Time) { l.flushAt = earliest(l.flushAt, t) }
 
 func (l *loop) markReady(i int) {
 	if !l.isReady[i] {
@@ -207,20 +201,20 @@ func (l *loop) drain(abort <-chan struct{}) error {
 	}
 	for _, s := range l.subs {
 		s.drainEvents(time.Now()) // no monitor event left to block libzmq's close
-		b := l.q.Get(s.opt.Endpoint)
+		b := l.q.Get()
 		for {
 			errno := s.recv.fill(b)
 			if b.full() {
 				if !s.deliver(b, abort) {
 					return nil
 				}
-				b = l.q.Get(s.opt.Endpoint)
+				b = l.q.Get()
 			}
 			if errno != 0 {
 				break
 			}
 			if time.Now().After(deadline) {
-				s.log.Warn("stop: publishers still sending after the drain time; the rest is lost", "drain", stopDrainMax)
+				s.src.eps[0].log.Warn("stop: publishers still sending after the drain time; the rest is lost", "drain", stopDrainMax)
 				break
 			}
 		}
@@ -255,7 +249,7 @@ func RunAll(ctx context.Context, subs []*Subscriber, q *Queue, abort <-chan stru
 	if len(subs) == 0 {
 		return nil
 	}
-	n := min(runtime.GOMAXPROCS(0), maxLoops, len(subs))
+	n := min(Loops(), len(subs))
 	parts := make([][]*Subscriber, n)
 	for i, s := range subs {
 		parts[i%n] = append(parts[i%n], s)

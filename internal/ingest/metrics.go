@@ -138,16 +138,12 @@ type endpointStats struct {
 	received, bytes, truncated atomic.Uint64
 	connections                atomic.Int64
 	events                     [numEventKinds]atomic.Uint64
-
-	// Shared with every endpoint.
-	dropped prometheus.Counter
-	last    prometheus.Gauge
 }
 
 // forEndpoint adds an endpoint's series, all at zero, so that an endpoint
 // that never connected shows.
 func (m *Metrics) forEndpoint(endpoint string) *endpointStats {
-	s := &endpointStats{endpoint: endpoint, dropped: m.Dropped.WithLabelValues(DropSinkFailed), last: m.LastMessage}
+	s := &endpointStats{endpoint: endpoint}
 	m.mu.Lock()
 	m.endpoints = append(m.endpoints, s)
 	m.mu.Unlock()

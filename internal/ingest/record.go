@@ -6,6 +6,8 @@ import "sync/atomic"
 
 // Record is one received message. A multipart message is one Record.
 type Record struct {
+	// Endpoint is the configured endpoint the message came in on.
+	Endpoint string
 	// Time is the wall-clock receive time in Unix nanoseconds. An int64
 	// rather than a time.Time keeps a Record small: batches sit in the
 	// queue and their size is the daemon's memory bound.
@@ -35,9 +37,7 @@ func (r *Record) Size() int {
 // subscriber closes a batch as soon as its socket has nothing more waiting,
 // so batching adds no latency to an idle daemon.
 type Batch struct {
-	// Endpoint is the configured endpoint of the subscriber that filled it.
-	Endpoint string
-	Records  []Record
+	Records []Record
 	// Bytes is the payload size of all records.
 	Bytes int
 
@@ -48,10 +48,9 @@ type Batch struct {
 	// (nil) or could not be written.
 	Done func(error)
 
-	buf       []byte   // the packed messages the records' frames point into (C memory, see recv.go)
-	frames    [][]byte // backing array for the records' Frames
-	truncated int      // records cut to the maximum message size
-	closed    bool     // buf has no room for another message
+	buf    []byte   // the packed messages the records' frames point into (C memory, see recv.go)
+	frames [][]byte // backing array for the records' Frames
+	closed bool     // buf has no room for another message
 }
 
 // Batch limits: a batch is handed on when it holds maxBatchRecords records
@@ -74,7 +73,6 @@ func (b *Batch) reset() {
 	b.frames = b.frames[:0]
 	b.buf = b.buf[:0]
 	b.Bytes = 0
-	b.truncated = 0
 	b.closed = false
 	b.Raw = false
 	b.Done = nil
@@ -101,8 +99,8 @@ func NewQueue(length int) *Queue {
 	return &Queue{C: make(chan *Batch, length), free: make(chan *Batch, length+spareBatches)}
 }
 
-// Get takes an empty batch for endpoint.
-func (q *Queue) Get(endpoint string) *Batch {
+// Get takes an empty batch.
+func (q *Queue) Get() *Batch {
 	var b *Batch
 	select {
 	case b = <-q.free:
@@ -112,7 +110,6 @@ func (q *Queue) Get(endpoint string) *Batch {
 			frames:  make([][]byte, 0, maxBatchRecords),
 		}
 	}
-	b.Endpoint = endpoint
 	return b
 }
 

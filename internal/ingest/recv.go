@@ -19,7 +19,7 @@ package ingest
 #include <string.h>
 #include <time.h>
 
-enum { AGG_HEADER = 16, AGG_PEER_MAX = 64, AGG_MAX_FRAMES = 64 };
+enum { AGG_HEADER = 20, AGG_PEER_MAX = 64, AGG_MAX_FRAMES = 64 };
 
 // agg_room is the buffer space one message may take, whatever it is.
 static size_t agg_room(int max_bytes) {
@@ -31,8 +31,12 @@ static size_t agg_room(int max_bytes) {
 // is packed as:
 //
 //	int64 receive time (Unix ns) | uint32 packed size | uint16 frames kept |
-//	uint8 truncated | uint8 peer length | peer | per frame: uint32 length, bytes
+//	uint8 truncated | uint8 peer length | int32 source descriptor | peer |
+//	per frame: uint32 length, bytes
 //
+// The source descriptor, with want_fd, is the connection the message came
+// in on (ZMQ_SRCFD; -1 otherwise): a socket connected to several
+// publishers tells them apart by it.
 // Payload beyond max_bytes (all frames together) and frames beyond
 // AGG_MAX_FRAMES are cut and the message marked truncated. With
 // strip_newline, one "\n" or "\r\n" ending the last frame is dropped
@@ -41,7 +45,7 @@ static size_t agg_room(int max_bytes) {
 // errno that ended the run (EAGAIN when the socket is empty; 0 when the
 // batch is full).
 static int agg_recv_batch(void *sock, unsigned char *buf, size_t cap, int max_msgs,
-                          int max_bytes, int want_peer, int strip_newline, size_t *used, int *err) {
+                          int max_bytes, int want_peer, int want_fd, int strip_newline, size_t *used, int *err) {
 	size_t off = 0, room = agg_room(max_bytes);
 	int n = 0;
 	*err = 0;
@@ -62,6 +66,7 @@ static int agg_recv_batch(void *sock, unsigned char *buf, size_t cap, int max_ms
 
 		unsigned char *rec = buf + off;
 		size_t p = AGG_HEADER;
+		int32_t fd = want_fd ? zmq_msg_get(&msg, ZMQ_SRCFD) : -1;
 		uint8_t peer_len = 0;
 		if (want_peer) {
 			const char *peer = zmq_msg_gets(&msg, "Peer-Address");
@@ -124,6 +129,7 @@ static int agg_recv_batch(void *sock, unsigned char *buf, size_t cap, int max_ms
 		memcpy(rec + 12, &frames, 2);
 		rec[14] = truncated;
 		rec[15] = peer_len;
+		memcpy(rec + 16, &fd, 4);
 		off += p;
 		n++;
 	}
@@ -153,9 +159,10 @@ func rawSocket(s *zmq.Socket) unsafe.Pointer {
 }
 
 // receiver packs messages from one socket into batches. Owned by the
-// subscriber's goroutine.
+// subscriber's loop.
 type receiver struct {
 	sock     unsafe.Pointer
+	src      *sources // which endpoint each message came in on
 	maxBytes int
 	room     int
 	wantPeer bool
@@ -163,9 +170,10 @@ type receiver struct {
 	peers    map[string]string // interned peer addresses: one string per connection, not per message
 }
 
-func newReceiver(s *zmq.Socket, maxBytes int, wantPeer, strip bool) *receiver {
+func newReceiver(s *zmq.Socket, src *sources, maxBytes int, wantPeer, strip bool) *receiver {
 	return &receiver{
 		sock:     rawSocket(s),
+		src:      src,
 		maxBytes: maxBytes,
 		room:     roomFor(maxBytes),
 		wantPeer: wantPeer,
@@ -193,7 +201,8 @@ func (r *receiver) fill(b *Batch) syscall.Errno {
 		var used C.size_t
 		var errno C.int
 		n := C.agg_recv_batch(r.sock, (*C.uchar)(unsafe.Pointer(&free[0])), C.size_t(len(free)),
-			C.int(maxBatchRecords-len(b.Records)), C.int(r.maxBytes), C.int(boolInt(r.wantPeer)), C.int(boolInt(r.strip)), &used, &errno)
+			C.int(maxBatchRecords-len(b.Records)), C.int(r.maxBytes), C.int(boolInt(r.wantPeer)), C.int(boolInt(r.src.perMessage())),
+			C.int(boolInt(r.strip)), &used, &errno)
 		r.unpack(b, free[:used], int(n))
 		b.buf = b.buf[:len(b.buf)+int(used)]
 		if errno != 0 {
@@ -203,34 +212,35 @@ func (r *receiver) fill(b *Batch) syscall.Errno {
 	return 0
 }
 
-// unpack appends n packed messages from data to b's records. The frames
-// point into b's buffer, which stays untouched until the batch is
-// recycled.
+// unpack appends n packed messages from data to b's records, and counts
+// each for the endpoint it came in on. The frames point into b's buffer,
+// which stays untouched until the batch is recycled.
 func (r *receiver) unpack(b *Batch, data []byte, n int) {
 	ne := binary.NativeEndian
 	for range n {
 		size := int(ne.Uint32(data[8:]))
+		ep := r.src.of(int32(ne.Uint32(data[16:])))
 		rec := Record{
+			Endpoint:  ep.name,
 			Time:      int64(ne.Uint64(data)),
 			Truncated: data[14] != 0,
 		}
-		if rec.Truncated {
-			b.truncated++
-		}
 		frames, peerLen := int(ne.Uint16(data[12:])), int(data[15])
-		p := 16
+		p := 20
 		if peerLen > 0 {
 			rec.Peer = r.peer(data[p : p+peerLen])
 			p += peerLen
 		}
-		start := len(b.frames)
+		start, payload := len(b.frames), 0
 		for range frames {
 			l := int(ne.Uint32(data[p:]))
 			b.frames = append(b.frames, data[p+4:p+4+l:p+4+l])
-			b.Bytes += l
+			payload += l
 			p += 4 + l
 		}
+		b.Bytes += payload
 		rec.Frames = b.frames[start:len(b.frames):len(b.frames)]
+		r.src.count(ep, payload, rec.Truncated)
 		b.Records = append(b.Records, rec)
 		data = data[size:]
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -12,10 +13,10 @@ import (
 	"aggregator/internal/curve"
 )
 
-// Options configure one subscriber: one SUB (or PULL) socket on one
-// endpoint.
+// Options configure one subscriber: one SUB (or PULL) socket, bound to one
+// endpoint or connected to one or more (see Group).
 type Options struct {
-	Endpoint string
+	Endpoints []string
 	// Bind makes the socket bind Endpoint (publishers connect to us);
 	// otherwise it connects to a publisher that binds.
 	Bind bool
@@ -63,14 +64,15 @@ const (
 	heartbeatTimeout = 30 * time.Second
 )
 
-// What one endpoint costs, for sizing the zmq context and checking the
-// file limit: a SUB socket, the PAIR socket that reads its monitor and
-// libzmq's own monitor socket, each with a mailbox descriptor, plus the
-// connection (connect) or the listener (bind). A bind endpoint also takes
-// one descriptor per connected publisher, which no configuration knows.
+// What the sockets cost, for sizing the zmq context and checking the file
+// limit. A subscriber takes a SUB socket, the PAIR socket that reads its
+// monitor and libzmq's own monitor socket, each with a mailbox descriptor.
+// A connect endpoint takes one descriptor for its connection; a bind
+// endpoint, one for its listener and one per connected publisher, which no
+// configuration knows.
 const (
-	socketsPerEndpoint = 3
-	filesPerEndpoint   = socketsPerEndpoint + 1
+	socketsPerSubscriber = 3
+	filesPerBind         = 1 + 16
 	// contextSockets and baseFiles leave room for the rest: the CurveZMQ
 	// authenticator, libzmq's reaper and I/O threads, the receive loops'
 	// epoll and pipes, the log file, the HTTP server and its clients.
@@ -78,44 +80,86 @@ const (
 	baseFiles      = 256
 )
 
+// subscribersFor is the most subscribers Group makes of connect and bind
+// endpoints: a SUB and a PULL socket per loop, and one per bind endpoint.
+func subscribersFor(bind int) int { return 2*maxLoops + bind }
+
 // SocketsNeeded is the zmq context's socket limit (ZMQ_MAX_SOCKETS) for a
-// daemon with this many endpoints; never below libzmq's default.
-func SocketsNeeded(endpoints int) int {
-	return max(1023, endpoints*socketsPerEndpoint+contextSockets)
+// daemon with this many bind endpoints; never below libzmq's default.
+func SocketsNeeded(bind int) int {
+	return max(1023, subscribersFor(bind)*socketsPerSubscriber+contextSockets)
 }
 
 // FilesNeeded is the least file-descriptor limit the endpoints need.
 func FilesNeeded(connect, bind int) int {
-	return (connect+bind)*filesPerEndpoint + bind*16 + baseFiles
+	return connect + bind*filesPerBind + subscribersFor(bind)*socketsPerSubscriber + baseFiles
+}
+
+// Loops is how many receive loops RunAll runs at most: one per core.
+func Loops() int { return min(runtime.GOMAXPROCS(0), maxLoops) }
+
+// Group makes the subscribers for opts, which differ only in their
+// endpoints and kind: the endpoints the daemon connects to share at most n
+// sockets of each kind (SUB, PULL), one per receive loop, and each bind
+// endpoint has a socket of its own. Every endpoint is still counted, shown
+// and logged on its own (see sources). A socket and its monitor cost libzmq
+// about 20 KiB: a thousand publishers took 21 MiB more on a socket each
+// than on two (see the README's figures).
+func Group(opts []Options, n int) []Options {
+	var out []Options
+	groups := map[bool][]int{} // by Pull: indexes into out
+	turn := map[bool]int{}
+	for _, o := range opts {
+		if o.Bind {
+			out = append(out, o)
+			continue
+		}
+		for _, ep := range o.Endpoints {
+			g := groups[o.Pull]
+			if len(g) < n {
+				one := o
+				one.Endpoints = []string{ep}
+				out = append(out, one)
+				groups[o.Pull] = append(g, len(out)-1)
+				continue
+			}
+			i := g[turn[o.Pull]%n]
+			turn[o.Pull]++
+			out[i].Endpoints = append(out[i].Endpoints, ep)
+		}
+	}
+	return out
 }
 
 var monitorSeq atomic.Int64
 
-// Subscriber is one endpoint: a SUB socket and its monitor socket. After
-// NewSubscriber returns, only the receive loop that runs it (loop.go)
-// touches them: zmq sockets are not thread-safe.
+// Subscriber is one socket and its monitor socket, on one or more
+// endpoints. After NewSubscriber returns, only the receive loop that runs
+// it (loop.go) touches them: zmq sockets are not thread-safe.
 type Subscriber struct {
-	opt    Options
-	sock   *zmq.Socket
-	mon    *zmq.Socket
-	recv   *receiver
-	q      *Queue
-	m      *endpointStats
-	log    *slog.Logger
-	events eventLog // owned by the loop, like the sockets
-	conns  int      // connections open now, from the monitor's events; owned by the loop
-	ready  atomic.Bool
+	opt   Options
+	sock  *zmq.Socket
+	mon   *zmq.Socket
+	recv  *receiver
+	src   *sources // the endpoints, owned by the loop like the sockets
+	q     *Queue
+	m     *Metrics
+	ready atomic.Bool
 }
 
 // NewSubscriber creates the socket and binds or connects it, so that a bad
 // endpoint or a port in use is an error at start-up, not later.
 func NewSubscriber(zctx *zmq.Context, opt Options, q *Queue, m *Metrics, log *slog.Logger) (_ *Subscriber, err error) {
-	s := &Subscriber{
-		opt: opt,
-		q:   q,
-		m:   m.forEndpoint(opt.Endpoint),
-		log: log.With("endpoint", opt.Endpoint),
+	if len(opt.Endpoints) == 0 || (opt.Bind && len(opt.Endpoints) > 1) {
+		return nil, fmt.Errorf("a subscriber binds one endpoint or connects to one or more, not %q", opt.Endpoints)
 	}
+	s := &Subscriber{opt: opt, q: q, m: m}
+	eps := make([]*endpoint, len(opt.Endpoints))
+	for i, name := range opt.Endpoints {
+		eps[i] = &endpoint{name: name, stats: m.forEndpoint(name), log: log.With("endpoint", name)}
+	}
+	s.src = newSources(eps)
+	s.src.refresh = func() { s.drainEvents(time.Now()) }
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -129,21 +173,23 @@ func NewSubscriber(zctx *zmq.Context, opt Options, q *Queue, m *Metrics, log *sl
 		return nil, fmt.Errorf("new socket: %w", err)
 	}
 	if err = s.configure(); err != nil {
-		return nil, fmt.Errorf("configure socket for %s: %w", opt.Endpoint, err)
+		return nil, fmt.Errorf("configure socket for %s: %w", s.Endpoint(), err)
 	}
 	if err = s.monitor(zctx); err != nil {
-		return nil, fmt.Errorf("monitor %s: %w", opt.Endpoint, err)
+		return nil, fmt.Errorf("monitor %s: %w", s.Endpoint(), err)
 	}
-	if opt.Bind {
-		err = s.sock.Bind(opt.Endpoint)
-	} else {
-		err = s.sock.Connect(opt.Endpoint)
+	for _, ep := range opt.Endpoints {
+		if opt.Bind {
+			err = s.sock.Bind(ep)
+		} else {
+			err = s.sock.Connect(ep)
+		}
+		if err != nil {
+			verb := map[bool]string{true: "bind", false: "connect"}[opt.Bind]
+			return nil, fmt.Errorf("%s %s: %w", verb, ep, err)
+		}
 	}
-	if err != nil {
-		verb := map[bool]string{true: "bind", false: "connect"}[opt.Bind]
-		return nil, fmt.Errorf("%s %s: %w", verb, opt.Endpoint, err)
-	}
-	s.recv = newReceiver(s.sock, opt.MaxMessageBytes, opt.WantPeer, opt.StripNewline)
+	s.recv = newReceiver(s.sock, s.src, opt.MaxMessageBytes, opt.WantPeer, opt.StripNewline)
 	s.ready.Store(true)
 	return s, nil
 }
@@ -210,8 +256,14 @@ func (s *Subscriber) monitor(zctx *zmq.Context) error {
 // Ready reports whether the socket is bound or connecting.
 func (s *Subscriber) Ready() bool { return s.ready.Load() }
 
-// Endpoint is the configured endpoint.
-func (s *Subscriber) Endpoint() string { return s.opt.Endpoint }
+// Endpoint names the subscriber: its endpoint, or the first of them and
+// how many more.
+func (s *Subscriber) Endpoint() string {
+	if n := len(s.opt.Endpoints); n > 1 {
+		return fmt.Sprintf("%s and %d more", s.opt.Endpoints[0], n-1)
+	}
+	return s.opt.Endpoints[0]
+}
 
 // fds are the descriptors libzmq signals when the socket or the monitor
 // may have something to read (ZMQ_FD): the receive loop waits on them.
@@ -223,48 +275,68 @@ func (s *Subscriber) fds() (sock, mon int, err error) {
 	return sock, mon, err
 }
 
-// deliver counts b and hands it to the sink. It reports false when the sink
-// has failed; b's records are then counted as dropped.
+// deliver hands b to the sink, and publishes the counts of what was
+// received. It reports false when the sink has failed; b's records are then
+// counted as dropped.
 func (s *Subscriber) deliver(b *Batch, abort <-chan struct{}) bool {
+	s.src.publish()
 	n := len(b.Records)
 	if n == 0 {
 		s.q.Recycle(b)
 		return true
 	}
-	s.m.received.Add(uint64(n))
-	s.m.bytes.Add(uint64(b.Bytes))
-	if b.truncated > 0 {
-		s.m.truncated.Add(uint64(b.truncated))
-	}
-	s.m.last.Set(float64(b.Records[n-1].Time) / 1e9)
+	s.m.LastMessage.Set(float64(b.Records[n-1].Time) / 1e9)
 	if s.q.Send(b, abort) {
 		return true
 	}
-	s.m.dropped.Add(float64(n))
+	s.m.Dropped.WithLabelValues(DropSinkFailed).Add(float64(n))
 	s.q.Recycle(b)
 	return false
 }
 
 // drainEvents reads the monitor socket until it is empty: each event is
-// counted, moves the connection gauge, and is logged at a bounded rate.
-// It returns when the event log next has a summary to write (zero: none).
+// counted for the endpoint it names, moves that endpoint's connection
+// gauge, and is logged at a bounded rate. It returns when an event log
+// next has a summary to write (zero: none).
 func (s *Subscriber) drainEvents(now time.Time) (due time.Time) {
 	for {
-		ev, addr, _, err := s.mon.RecvEvent(zmq.DONTWAIT)
+		ev, addr, val, err := s.mon.RecvEvent(zmq.DONTWAIT)
 		if err != nil {
-			return s.events.next()
+			return due
 		}
+		ep := s.src.ofEvent(addr)
 		kind := eventKind(ev)
-		s.m.events[kind].Add(1)
+		ep.stats.events[kind].Add(1)
 		switch ev {
-		case zmq.EVENT_CONNECTED, zmq.EVENT_ACCEPTED:
-			s.conns++
+		case zmq.EVENT_CONNECTED:
+			s.src.connected(int32(val), ep)
+			ep.conns++
+		case zmq.EVENT_ACCEPTED:
+			ep.conns++
 		case zmq.EVENT_DISCONNECTED: // also ends every accepted connection whose handshake failed
-			s.conns = max(s.conns-1, 0)
+			ep.conns = max(ep.conns-1, 0)
 		}
-		s.m.connections.Store(int64(s.conns))
-		s.events.note(s.log, now, kind, eventLevel(ev), addr)
+		ep.stats.connections.Store(int64(ep.conns))
+		ep.events.note(ep.log, now, kind, eventLevel(ev), addr)
+		due = earliest(due, ep.events.next())
 	}
+}
+
+// flushEvents writes the event summaries that are due, and returns when
+// the next one is (zero: none).
+func (s *Subscriber) flushEvents(now time.Time) (due time.Time) {
+	for _, ep := range s.src.eps {
+		due = earliest(due, ep.events.flush(ep.log, now))
+	}
+	return due
+}
+
+// earliest is the earlier of two times, where zero means never.
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
 }
 
 // eventLevel is how loud an event is in the daemon's log: state changes an

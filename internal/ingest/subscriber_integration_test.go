@@ -13,6 +13,7 @@ import (
 	zmq "github.com/pebbe/zmq4"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"aggregator/internal/eventually"
 	"aggregator/internal/zmqtest"
 )
 
@@ -58,7 +59,7 @@ func (r *rig) add(opt Options) *Subscriber {
 	log := slog.New(slog.NewTextHandler(testWriter{r.t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	s, err := NewSubscriber(r.zctx, opt, r.q, r.m, log)
 	if err != nil {
-		r.t.Fatalf("NewSubscriber(%s): %v", opt.Endpoint, err)
+		r.t.Fatalf("NewSubscriber(%s): %v", opt.Endpoints, err)
 	}
 	r.subs = append(r.subs, s)
 	return s
@@ -87,7 +88,7 @@ func (r *rig) start() {
 				}
 				rec.Frames = frames
 				r.recs = append(r.recs, rec)
-				r.eps = append(r.eps, b.Endpoint)
+				r.eps = append(r.eps, rec.Endpoint)
 			}
 			r.mu.Unlock()
 			r.q.Recycle(b)
@@ -199,7 +200,7 @@ func TestConnectAndBindAtOnce(t *testing.T) {
 	for range 2 {
 		p, err := zmqtest.Bind()
 		p = mustPub(t, p, err)
-		r.add(Options{Endpoint: p.Endpoint})
+		r.add(Options{Endpoints: []string{p.Endpoint}})
 		pubs = append(pubs, p)
 	}
 	for range 2 {
@@ -207,7 +208,7 @@ func TestConnectAndBindAtOnce(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r.add(Options{Endpoint: ep, Bind: true})
+		r.add(Options{Endpoints: []string{ep}, Bind: true})
 		p, err := zmqtest.Connect(ep)
 		pubs = append(pubs, mustPub(t, p, err))
 	}
@@ -249,7 +250,7 @@ func TestConnectAndBindAtOnce(t *testing.T) {
 func TestIPCEndpoints(t *testing.T) {
 	r := newRig(t)
 	ep := "ipc://" + t.TempDir() + "/aggregator.sock"
-	r.add(Options{Endpoint: ep, Bind: true})
+	r.add(Options{Endpoints: []string{ep}, Bind: true})
 	r.start()
 	p, err := zmqtest.Connect(ep)
 	p = mustPub(t, p, err)
@@ -266,7 +267,7 @@ func TestTopicFilter(t *testing.T) {
 	r := newRig(t)
 	p, err := zmqtest.Bind()
 	p = mustPub(t, p, err)
-	r.add(Options{Endpoint: p.Endpoint, Topics: []string{"app.", "db."}})
+	r.add(Options{Endpoints: []string{p.Endpoint}, Topics: []string{"app.", "db."}})
 	r.start()
 	if err := p.WaitSubscribed(2, 5*time.Second); err != nil {
 		t.Fatal(err)
@@ -290,7 +291,7 @@ func TestPayloads(t *testing.T) {
 	r := newRig(t)
 	p, err := zmqtest.Bind()
 	p = mustPub(t, p, err)
-	r.add(Options{Endpoint: p.Endpoint, MaxMessageBytes: 1000, WantPeer: true})
+	r.add(Options{Endpoints: []string{p.Endpoint}, MaxMessageBytes: 1000, WantPeer: true})
 	r.start()
 	if err := p.WaitSubscribed(1, 5*time.Second); err != nil {
 		t.Fatal(err)
@@ -340,7 +341,7 @@ func TestStripNewline(t *testing.T) {
 	r := newRig(t)
 	p, err := zmqtest.Bind()
 	p = mustPub(t, p, err)
-	r.add(Options{Endpoint: p.Endpoint, MaxMessageBytes: 10, StripNewline: true})
+	r.add(Options{Endpoints: []string{p.Endpoint}, MaxMessageBytes: 10, StripNewline: true})
 	r.start()
 	if err := p.WaitSubscribed(1, 5*time.Second); err != nil {
 		t.Fatal(err)
@@ -375,7 +376,7 @@ func TestPublisherLateAndRestarting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.add(Options{Endpoint: ep}) // nobody is there yet
+	r.add(Options{Endpoints: []string{ep}}) // nobody is there yet
 	r.start()
 	time.Sleep(150 * time.Millisecond) // at least one failed connect attempt
 
@@ -402,7 +403,7 @@ func TestStopDeliversWhatWasReceived(t *testing.T) {
 	r := newRig(t)
 	p, err := zmqtest.Bind()
 	p = mustPub(t, p, err)
-	r.add(Options{Endpoint: p.Endpoint, RcvHWM: 0})
+	r.add(Options{Endpoints: []string{p.Endpoint}, RcvHWM: 0})
 	r.start()
 	if err := p.WaitSubscribed(1, 5*time.Second); err != nil {
 		t.Fatal(err)
@@ -430,7 +431,7 @@ func TestBadEndpointFailsAtStart(t *testing.T) {
 	l = mustPub(t, l, err)
 	q := NewQueue(1)
 	m := NewMetrics(prometheus.NewRegistry(), q)
-	_, err = NewSubscriber(zctx, Options{Endpoint: l.Endpoint, Bind: true, MaxMessageBytes: 10}, q, m, slog.New(slog.DiscardHandler))
+	_, err = NewSubscriber(zctx, Options{Endpoints: []string{l.Endpoint}, Bind: true, MaxMessageBytes: 10}, q, m, slog.New(slog.DiscardHandler))
 	if err == nil || !strings.Contains(err.Error(), "bind "+l.Endpoint) {
 		t.Fatalf("binding a port in use: err = %v", err)
 	}
@@ -459,5 +460,74 @@ func TestRawSocket(t *testing.T) {
 	defer s.Close()
 	if want := fmt.Sprintf("Socket(SUB,%p)", rawSocket(s)); s.String() != want {
 		t.Fatalf("raw handle %s, pebbe says %s", want, s.String())
+	}
+}
+
+// One socket connected to publishers on TCP, on IPC and under a host name
+// still says which endpoint each message came in on, in the records, the
+// counters and the connection gauge.
+func TestSharedSocketTellsEndpointsApart(t *testing.T) {
+	r := newRig(t)
+	tcp, err := zmqtest.Bind()
+	tcp = mustPub(t, tcp, err)
+	ipc, err := zmqtest.BindAt("ipc://" + t.TempDir() + "/pub.sock")
+	ipc = mustPub(t, ipc, err)
+	named, err := zmqtest.Bind()
+	named = mustPub(t, named, err)
+	namedEP := strings.Replace(named.Endpoint, "127.0.0.1", "localhost", 1)
+	eps := []string{tcp.Endpoint, ipc.Endpoint, namedEP}
+	r.add(Options{Endpoints: eps, MaxMessageBytes: 8})
+	r.start()
+
+	pubs := []*zmqtest.Publisher{tcp, ipc, named}
+	const each = 500
+	for _, p := range pubs {
+		if err := p.WaitSubscribed(1, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Interleaved, so that a batch holds messages from all three.
+	for seq := range each {
+		for i, p := range pubs {
+			msg := fmt.Sprintf("p%d %d", i, seq)
+			if seq == 0 {
+				msg += " is longer than eight bytes"
+			}
+			send(t, p, msg)
+		}
+	}
+	recs := r.waitCount(3 * each)
+	r.mu.Lock()
+	for i, rec := range recs {
+		var p int
+		fmt.Sscanf(string(rec.Frames[0]), "p%d", &p)
+		if rec.Endpoint != eps[p] || r.eps[i] != eps[p] {
+			t.Fatalf("%q came in on %s, recorded as %s", rec.Frames[0], eps[p], rec.Endpoint)
+		}
+	}
+	r.mu.Unlock()
+	for _, ep := range eps {
+		if got := r.metric("aggregator_messages_received_total", ep); got != each {
+			t.Errorf("received for %s = %v, want %d", ep, got, each)
+		}
+		if got := r.metric("aggregator_messages_truncated_total", ep); got != 1 {
+			t.Errorf("truncated for %s = %v, want 1", ep, got)
+		}
+		if got := r.metric("aggregator_endpoint_connections", ep); got != 1 {
+			t.Errorf("connections for %s = %v, want 1", ep, got)
+		}
+		if got := r.metric("aggregator_connection_events_total", ep, "connected"); got != 1 {
+			t.Errorf("connected events for %s = %v, want 1", ep, got)
+		}
+	}
+
+	ipc.Close()
+	eventually.Within(t, 5*time.Second, "the IPC publisher's connection gauge at 0", func() bool {
+		return r.metric("aggregator_endpoint_connections", ipc.Endpoint) == 0
+	})
+	for _, ep := range []string{tcp.Endpoint, namedEP} {
+		if got := r.metric("aggregator_endpoint_connections", ep); got != 1 {
+			t.Errorf("connections for %s = %v, want 1", ep, got)
+		}
 	}
 }

@@ -212,7 +212,7 @@ func (w *Writer) encode(b *ingest.Batch) {
 		if b.Raw {
 			w.buf = append(append(w.buf, b.Records[i].Frames[0]...), '\n')
 		} else {
-			w.buf = w.enc.appendLine(w.buf, b.Endpoint, &b.Records[i])
+			w.buf = w.enc.appendLine(w.buf, b.Records[i].Endpoint, &b.Records[i])
 		}
 		if int64(len(w.buf)) > w.maxBytes {
 			line := w.buf[start:]

@@ -65,14 +65,14 @@ func start(t *testing.T, opt Options) *harness {
 
 // feed sends records "msg-<seq> <pad>" for seq in [from, to).
 func (h *harness) feed(from, to int, pad string) {
-	b := h.q.Get("test")
+	b := h.q.Get()
 	for seq := from; seq < to; seq++ {
 		msg := []byte(fmt.Sprintf("msg-%d %s", seq, pad))
-		b.Records = append(b.Records, ingest.Record{Time: time.Now().UnixNano(), Frames: [][]byte{msg}})
+		b.Records = append(b.Records, ingest.Record{Endpoint: "test", Time: time.Now().UnixNano(), Frames: [][]byte{msg}})
 		b.Bytes += len(msg)
 		if len(b.Records) == 256 {
 			h.q.Send(b, nil)
-			b = h.q.Get("test")
+			b = h.q.Get()
 		}
 	}
 	if len(b.Records) > 0 {
@@ -276,7 +276,7 @@ func TestFullDiskIsCountedNotFatal(t *testing.T) {
 
 func TestLineTooLongForAFileIsDropped(t *testing.T) {
 	h := start(t, Options{MaxSizeMB: 1})
-	b := h.q.Get("test")
+	b := h.q.Get()
 	big := make([]byte, 600<<10)
 	for i := range big {
 		big[i] = '\n' // escapes to two bytes each: 1.2 MB, over the 1 MiB file size
