@@ -167,7 +167,7 @@ func newDaemon(cfg Config, log *slog.Logger, getenv func(string) string) (d *dae
 		})
 	}
 	ilog := log.With("component", "ingest")
-	for _, opt := range ingest.Group(opts, ingest.Loops()) {
+	for _, opt := range ingest.Group(opts, ingest.ConnectSockets) {
 		s, err := ingest.NewSubscriber(d.zctx, opt, d.queue, im, ilog)
 		if err != nil {
 			return d, err

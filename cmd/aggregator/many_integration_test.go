@@ -57,10 +57,14 @@ func TestThousandPublishersEachWay(t *testing.T) {
 	}
 	d.waitMetric("aggregator_lines_written_total", float64(len(all)*each))
 
+	// The endpoints share 32 sockets; each is still counted on its own.
 	metrics := d.metrics()
 	for _, ep := range eps {
 		if c := metrics[`aggregator_endpoint_connections{endpoint="`+ep+`"}`]; c != 1 {
 			t.Fatalf("%s has %v connections, want 1", ep, c)
+		}
+		if c := metrics[`aggregator_messages_received_total{endpoint="`+ep+`"}`]; c != each {
+			t.Fatalf("%s has %v messages received, want %d", ep, c, each)
 		}
 	}
 	if c := metrics[`aggregator_endpoint_connections{endpoint="`+bindEP+`"}`]; c != n {

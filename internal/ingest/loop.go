@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -249,7 +250,7 @@ func RunAll(ctx context.Context, subs []*Subscriber, q *Queue, abort <-chan stru
 	if len(subs) == 0 {
 		return nil
 	}
-	n := min(Loops(), len(subs))
+	n := min(runtime.GOMAXPROCS(0), maxLoops, len(subs))
 	parts := make([][]*Subscriber, n)
 	for i, s := range subs {
 		parts[i%n] = append(parts[i%n], s)

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -80,9 +79,14 @@ const (
 	baseFiles      = 256
 )
 
-// subscribersFor is the most subscribers Group makes of connect and bind
-// endpoints: a SUB and a PULL socket per loop, and one per bind endpoint.
-func subscribersFor(bind int) int { return 2*maxLoops + bind }
+// ConnectSockets is how many sockets of each kind (SUB, PULL) the
+// endpoints the daemon connects to get at most: up to this many endpoints
+// have a socket each; more share these (see Group).
+const ConnectSockets = 32
+
+// subscribersFor is the most subscribers Group makes with this many bind
+// endpoints.
+func subscribersFor(bind int) int { return 2*ConnectSockets + bind }
 
 // SocketsNeeded is the zmq context's socket limit (ZMQ_MAX_SOCKETS) for a
 // daemon with this many bind endpoints; never below libzmq's default.
@@ -95,16 +99,18 @@ func FilesNeeded(connect, bind int) int {
 	return connect + bind*filesPerBind + subscribersFor(bind)*socketsPerSubscriber + baseFiles
 }
 
-// Loops is how many receive loops RunAll runs at most: one per core.
-func Loops() int { return min(runtime.GOMAXPROCS(0), maxLoops) }
-
 // Group makes the subscribers for opts, which differ only in their
-// endpoints and kind: the endpoints the daemon connects to share at most n
-// sockets of each kind (SUB, PULL), one per receive loop, and each bind
-// endpoint has a socket of its own. Every endpoint is still counted, shown
-// and logged on its own (see sources). A socket and its monitor cost libzmq
-// about 20 KiB: a thousand publishers took 21 MiB more on a socket each
-// than on two (see the README's figures).
+// endpoints and kind. Each bind endpoint has a socket of its own, and so
+// do the endpoints the daemon connects to, up to n of a kind (SUB, PULL);
+// beyond n they share n sockets. Every endpoint is still counted, shown
+// and logged on its own (see sources).
+//
+// A socket and its monitor cost libzmq about 20 KiB: a thousand
+// publishers took 21 MiB more on a socket each than on two (see the
+// README's figures). Sharing costs time instead: telling the endpoints of
+// a message apart (ZMQ_SRCFD) took about 0.1 µs a message, a fifth of the
+// daemon's CPU at its peak rate, so a few busy publishers keep their own
+// sockets.
 func Group(opts []Options, n int) []Options {
 	var out []Options
 	groups := map[bool][]int{} // by Pull: indexes into out
