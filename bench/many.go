@@ -27,6 +27,7 @@ type manyResult struct {
 
 	connectCPU, bindCPU float64 // share of one core while the n connect endpoints, then the n connecting publishers, send
 	connectRSS, rss     int64   // peak RSS after the first load, and after both
+	connectFiles        int64   // of the RSS after the first load, the mapped binary and libraries
 	each                int     // messages each publisher sent
 	t                   tally
 }
@@ -105,6 +106,8 @@ func runMany(bins binaries, n, rate int, dur, idle time.Duration, size int) (man
 		return r, err
 	}
 	r.connectRSS, _ = peakRSS(d.cmd.Process.Pid)
+	r.connectFiles, _ = procStatus(d.cmd.Process.Pid, "RssFile")
+	r.connectFiles <<= 10
 	if memDetail {
 		printMemory(d.cmd.Process.Pid, d)
 	}
