@@ -115,6 +115,7 @@ func (l *loop) run(ctx context.Context, abort <-chan struct{}) error {
 				b = l.q.Get()
 			}
 			errno := s.recv.fill(b)
+			l.due(s.takeDue())
 			switch errno {
 			case 0: // b is full; the socket may hold more
 				l.markReady(i)
@@ -215,7 +216,7 @@ func (l *loop) drain(abort <-chan struct{}) error {
 				break
 			}
 			if time.Now().After(deadline) {
-				s.src.eps[0].log.Warn("stop: publishers still sending after the drain time; the rest is lost", "drain", stopDrainMax)
+				s.src.eps[0].log.Warn("stop: publishers still sending after the drain time; the rest is lost", "socket", s.Endpoint(), "drain", stopDrainMax)
 				break
 			}
 		}

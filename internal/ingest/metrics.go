@@ -19,8 +19,9 @@ type Metrics struct {
 	// sink adds its own reasons to the same family.
 	Dropped *prometheus.CounterVec
 
-	mu        sync.Mutex
-	endpoints []*endpointStats
+	mu           sync.Mutex
+	endpoints    []*endpointStats
+	unattributed *endpointStats // made when first needed
 
 	received, bytes, truncated, events, connections *prometheus.Desc
 }
@@ -148,4 +149,16 @@ func (m *Metrics) forEndpoint(endpoint string) *endpointStats {
 	m.endpoints = append(m.endpoints, s)
 	m.mu.Unlock()
 	return s
+}
+
+// unattributedStats are the counters of what shared sockets could not
+// attribute to an endpoint (see sources), shared by every subscriber.
+func (m *Metrics) unattributedStats() *endpointStats {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.unattributed == nil {
+		m.unattributed = &endpointStats{endpoint: Unattributed}
+		m.endpoints = append(m.endpoints, m.unattributed)
+	}
+	return m.unattributed
 }

@@ -186,6 +186,19 @@ func newReceiver(s *zmq.Socket, src *sources, maxBytes int, wantPeer, strip bool
 // returns the errno that stopped it: EAGAIN when the socket is empty, 0
 // when b is full.
 func (r *receiver) fill(b *Batch) syscall.Errno {
+	if r.src.perMessage() && r.src.refresh != nil {
+		// Connections reported since the loop last read the monitor are
+		// known before their messages are attributed (see sources).
+		r.src.refresh()
+	}
+	errno := r.take(b)
+	if errno == syscall.EAGAIN {
+		r.src.emptied()
+	}
+	return errno
+}
+
+func (r *receiver) take(b *Batch) syscall.Errno {
 	if cap(b.buf) < batchBufBytes+r.room && len(b.Records) == 0 {
 		b.release()
 		if b.buf = cBuffer(batchBufBytes + r.room); b.buf == nil {
@@ -226,7 +239,7 @@ func (r *receiver) unpack(b *Batch, data []byte, n int) {
 			Truncated: data[14] != 0,
 		}
 		frames, peerLen := int(ne.Uint16(data[12:])), int(data[15])
-		p := 20
+		p := int(C.AGG_HEADER)
 		if peerLen > 0 {
 			rec.Peer = r.peer(data[p : p+peerLen])
 			p += peerLen

@@ -112,6 +112,7 @@ func FilesNeeded(connect, bind int) int {
 // daemon's CPU at its peak rate, so a few busy publishers keep their own
 // sockets.
 func Group(opts []Options, n int) []Options {
+	n = max(n, 1)
 	var out []Options
 	groups := map[bool][]int{} // by Pull: indexes into out
 	turn := map[bool]int{}
@@ -147,7 +148,8 @@ type Subscriber struct {
 	sock  *zmq.Socket
 	mon   *zmq.Socket
 	recv  *receiver
-	src   *sources // the endpoints, owned by the loop like the sockets
+	src   *sources  // the endpoints, owned by the loop like the sockets
+	due   time.Time // when an event summary noted during a receive is due; owned by the loop
 	q     *Queue
 	m     *Metrics
 	ready atomic.Bool
@@ -164,8 +166,13 @@ func NewSubscriber(zctx *zmq.Context, opt Options, q *Queue, m *Metrics, log *sl
 	for i, name := range opt.Endpoints {
 		eps[i] = &endpoint{name: name, stats: m.forEndpoint(name), log: log.With("endpoint", name)}
 	}
-	s.src = newSources(eps)
-	s.src.refresh = func() { s.drainEvents(time.Now()) }
+	s.src = newSources(eps, func() *endpoint {
+		ep := &endpoint{name: Unattributed, stats: m.unattributedStats(), log: log.With("endpoint", Unattributed)}
+		ep.log.Warn("a message or event whose endpoint is uncertain, after a publisher left and another arrived on its descriptor: it is counted and written as unattributed",
+			"socket", s.Endpoint())
+		return ep
+	})
+	s.src.refresh = func() { s.due = earliest(s.due, s.drainEvents(time.Now())) }
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -301,7 +308,7 @@ func (s *Subscriber) deliver(b *Batch, abort <-chan struct{}) bool {
 }
 
 // drainEvents reads the monitor socket until it is empty: each event is
-// counted for the endpoint it names, moves that endpoint's connection
+// counted for the endpoint it is about, moves that endpoint's connection
 // gauge, and is logged at a bounded rate. It returns when an event log
 // next has a summary to write (zero: none).
 func (s *Subscriber) drainEvents(now time.Time) (due time.Time) {
@@ -310,28 +317,45 @@ func (s *Subscriber) drainEvents(now time.Time) (due time.Time) {
 		if err != nil {
 			return due
 		}
-		ep := s.src.ofEvent(addr)
+		fd := int32(val) // for connected and disconnected events
+		ep := s.src.ofEvent(addr, fd, ev == zmq.EVENT_DISCONNECTED)
 		kind := eventKind(ev)
 		ep.stats.events[kind].Add(1)
+		delta := 0
 		switch ev {
 		case zmq.EVENT_CONNECTED:
-			s.src.connected(int32(val), ep)
-			ep.conns++
+			s.src.connected(fd, ep)
+			delta = 1
 		case zmq.EVENT_ACCEPTED:
-			ep.conns++
+			delta = 1
 		case zmq.EVENT_DISCONNECTED: // also ends every accepted connection whose handshake failed
-			ep.conns = max(ep.conns-1, 0)
+			s.src.disconnected(fd)
+			if ep.conns > 0 {
+				delta = -1
+			}
 		}
-		ep.stats.connections.Store(int64(ep.conns))
+		ep.conns += delta
+		ep.stats.connections.Add(int64(delta))
 		ep.events.note(ep.log, now, kind, eventLevel(ev), addr)
 		due = earliest(due, ep.events.next())
 	}
+}
+
+// takeDue is when an event summary noted while receiving is due (zero:
+// none), for the loop to wait for.
+func (s *Subscriber) takeDue() time.Time {
+	due := s.due
+	s.due = time.Time{}
+	return due
 }
 
 // flushEvents writes the event summaries that are due, and returns when
 // the next one is (zero: none).
 func (s *Subscriber) flushEvents(now time.Time) (due time.Time) {
 	for _, ep := range s.src.eps {
+		due = earliest(due, ep.events.flush(ep.log, now))
+	}
+	if ep := s.src.unattributed; ep != nil {
 		due = earliest(due, ep.events.flush(ep.log, now))
 	}
 	return due

@@ -531,3 +531,157 @@ func TestSharedSocketTellsEndpointsApart(t *testing.T) {
 		}
 	}
 }
+
+// libzmq names an endpoint given by host name by its resolved address
+// once it has connected: a publisher behind a host name that restarts is
+// still its endpoint's, in records, counters and the connection gauge.
+func TestSharedSocketHostNameAfterReconnect(t *testing.T) {
+	r := newRig(t)
+	other, err := zmqtest.Bind()
+	other = mustPub(t, other, err)
+	ep, err := zmqtest.FreeTCPEndpoint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	named := strings.Replace(ep, "127.0.0.1", "localhost", 1)
+	r.add(Options{Endpoints: []string{other.Endpoint, named}})
+	r.start()
+	for round := range 3 {
+		p, err := bindRetry(ep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.WaitSubscribed(1, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		eventually.Within(t, 5*time.Second, "the connection gauge at 1", func() bool {
+			return r.metric("aggregator_endpoint_connections", named) == 1
+		})
+		for i := range 10 {
+			send(t, p, fmt.Sprintf("round %d %d", round, i))
+		}
+		for _, rec := range r.waitCount(10 * (round + 1))[10*round:] {
+			if rec.Endpoint != named {
+				t.Fatalf("round %d: %q recorded for %s, want %s", round, rec.Frames[0], rec.Endpoint, named)
+			}
+		}
+		p.Close()
+		eventually.Within(t, 5*time.Second, "the connection gauge at 0", func() bool {
+			return r.metric("aggregator_endpoint_connections", named) == 0
+		})
+	}
+	if got := r.metric("aggregator_messages_received_total", named); got != 30 {
+		t.Errorf("received for %s = %v, want 30", named, got)
+	}
+	if got := r.metric("aggregator_connection_events_total", named, "connected"); got != 3 {
+		t.Errorf("connected events for %s = %v, want 3", named, got)
+	}
+	if got := r.metric("aggregator_connection_events_total", other.Endpoint, "connected"); got != 1 {
+		t.Errorf("connected events for %s = %v, want 1", other.Endpoint, got)
+	}
+}
+
+// A publisher leaves messages unread behind (the loop is held up by the
+// sink) and another endpoint of the same socket connects, likely on the
+// same descriptor. Nothing is lost, and nothing is written as the other
+// publisher's: what cannot be told apart is written as unattributed.
+func TestSharedSocketDescriptorReused(t *testing.T) {
+	zctx, err := zmq.NewContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zctx.Term()
+	q := NewQueue(1)
+	reg := prometheus.NewRegistry()
+	r := &rig{t: t, reg: reg}
+	a, err := zmqtest.Bind()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bEP, err := zmqtest.FreeTCPEndpoint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewSubscriber(zctx, Options{Endpoints: []string{a.Endpoint, bEP}, MaxMessageBytes: 1000, RcvHWM: 1000}, q, NewMetrics(reg, q), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { RunAll(ctx, []*Subscriber{s}, q, nil); close(done) }()
+	if err := a.WaitSubscribed(1, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// Nobody takes from the queue: one batch fills it, the loop then
+	// waits to hand on the next, and A's messages wait in libzmq.
+	send(t, a, "A first")
+	time.Sleep(50 * time.Millisecond)
+	send(t, a, "A second")
+	time.Sleep(50 * time.Millisecond)
+	for i := range 100 {
+		send(t, a, fmt.Sprintf("A %d", i))
+	}
+	time.Sleep(50 * time.Millisecond)
+	a.Close()
+	time.Sleep(300 * time.Millisecond)
+	b, err := bindRetry(bEP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := b.WaitSubscribed(1, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+
+	got := map[string]int{}
+	collect := func(bt *Batch) {
+		for _, rec := range bt.Records {
+			from := string(rec.Frames[0][:1])
+			switch {
+			case from == "A" && rec.Endpoint == bEP, from == "B" && rec.Endpoint == a.Endpoint:
+				t.Errorf("%q written as %s's", rec.Frames[0], rec.Endpoint)
+			case rec.Endpoint == Unattributed:
+				got["unattributed"]++
+			}
+			got[from]++
+		}
+		q.Recycle(bt)
+	}
+	for got["A"] < 102 {
+		select {
+		case bt := <-q.C:
+			collect(bt)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("received %v of A's 102 messages", got["A"])
+		}
+	}
+	for i := range 10 {
+		send(t, b, fmt.Sprintf("B %d", i))
+	}
+	for got["B"] < 10 {
+		select {
+		case bt := <-q.C:
+			collect(bt)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("received %v of B's 10 messages", got["B"])
+		}
+	}
+	cancel()
+	go func() {
+		for bt := range q.C {
+			collect(bt)
+		}
+	}()
+	<-done
+	close(q.C)
+	if want := 102 - r.metric("aggregator_messages_received_total", a.Endpoint); float64(got["unattributed"]) != want {
+		t.Errorf("%d unattributed, but A was counted %v of 102", got["unattributed"], 102-want)
+	}
+	if got := r.metric("aggregator_messages_received_total", Unattributed); got != 102-r.metric("aggregator_messages_received_total", a.Endpoint) {
+		t.Errorf("unattributed counted %v", got)
+	}
+	if got := r.metric("aggregator_messages_received_total", bEP); got != 10 {
+		t.Errorf("received for %s = %v, want 10", bEP, got)
+	}
+	t.Logf("A's messages: %v counted for A, %d unattributed", r.metric("aggregator_messages_received_total", a.Endpoint), got["unattributed"])
+}
