@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"aggregator/internal/ingest"
 	"aggregator/internal/zmqtest"
 )
 
@@ -190,9 +191,11 @@ func endpointsUp(d *daemon, bindEP string) (connected, onBind float64) {
 		ep, val, _ := strings.Cut(rest, `"} `)
 		var v float64
 		fmt.Sscan(val, &v)
-		if ep == bindEP {
+		switch {
+		case ep == bindEP:
 			onBind = v
-		} else if v >= 1 {
+		case ep == ingest.Unattributed:
+		case v >= 1:
 			connected++
 		}
 	}

@@ -197,6 +197,18 @@ func (c *Config) endpoints() []endpoint {
 	return eps
 }
 
+// subscribers are the sockets the daemon makes for the configured
+// endpoints (see ingest.Group), each with base's settings.
+func (c *Config) subscribers(base ingest.Options) []ingest.Options {
+	var opts []ingest.Options
+	for _, ep := range c.endpoints() {
+		o := base
+		o.Endpoints, o.Bind, o.Pull = []string{ep.name}, ep.bind, ep.pull
+		opts = append(opts, o)
+	}
+	return ingest.Group(opts, ingest.ConnectSockets)
+}
+
 // maxLine is the longest line a message of n bytes can become: JSON writes
 // a control byte as 6 (\u00XX), the text format any byte as at most 4.
 func maxLine(n int) int64 { return 6*int64(n) + lineOverhead }
@@ -221,7 +233,7 @@ func (c *Config) checkEnvironment() error {
 		problems.AddErr("LOG_FILE", checkLogDir(c.LogFile))
 	}
 	connect, bind := len(c.Connect)+len(c.PullConnect), len(c.Bind)+len(c.PullBind)
-	if need, limit := ingest.FilesNeeded(connect, bind), fileLimit(); need > limit {
+	if need, limit := ingest.FilesNeeded(connect, bind, len(c.subscribers(ingest.Options{}))), fileLimit(); need > limit {
 		key := "CONNECT"
 		if bind > connect {
 			key = "BIND"

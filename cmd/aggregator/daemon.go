@@ -140,34 +140,28 @@ func newDaemon(cfg Config, log *slog.Logger, getenv func(string) string) (d *dae
 	if d.zctx, err = zmq.NewContext(); err != nil {
 		return d, fmt.Errorf("zmq context: %w", err)
 	}
+	subs := cfg.subscribers(ingest.Options{
+		Topics:          cfg.Topics,
+		RcvHWM:          cfg.RcvHWM,
+		MaxMessageBytes: cfg.MaxMessageBytes,
+		WantPeer:        format.NeedsPeer(),
+		Curve:           keys.ID,
+		CurveServer:     keys.Server,
+		StripNewline:    cfg.StripNewline,
+		ReconnectMax:    cfg.reconnectMax(),
+	})
 	// Both must be set before the first socket. libzmq's default of 1,023
-	// sockets would stop the daemon at about 340 bind endpoints.
+	// sockets would stop the daemon at about 340 subscribers.
 	if err = errors.Join(d.zctx.SetIoThreads(cfg.IOThreads),
-		d.zctx.SetMaxSockets(ingest.SocketsNeeded(len(cfg.Bind)+len(cfg.PullBind)))); err != nil {
+		d.zctx.SetMaxSockets(ingest.SocketsNeeded(len(subs)))); err != nil {
 		return d, fmt.Errorf("zmq context: %w", err)
 	}
 	// The handler must be bound before any socket takes a connection.
 	if d.auth, err = keys.Authenticator(d.zctx, log); err != nil {
 		return d, err
 	}
-	var opts []ingest.Options
-	for _, ep := range cfg.endpoints() {
-		opts = append(opts, ingest.Options{
-			Endpoints:       []string{ep.name},
-			Bind:            ep.bind,
-			Pull:            ep.pull,
-			Topics:          cfg.Topics,
-			RcvHWM:          cfg.RcvHWM,
-			MaxMessageBytes: cfg.MaxMessageBytes,
-			WantPeer:        format.NeedsPeer(),
-			Curve:           keys.ID,
-			CurveServer:     keys.Server,
-			StripNewline:    cfg.StripNewline,
-			ReconnectMax:    cfg.reconnectMax(),
-		})
-	}
 	ilog := log.With("component", "ingest")
-	for _, opt := range ingest.Group(opts, ingest.ConnectSockets) {
+	for _, opt := range subs {
 		s, err := ingest.NewSubscriber(d.zctx, opt, d.queue, im, ilog)
 		if err != nil {
 			return d, err

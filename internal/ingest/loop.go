@@ -169,7 +169,14 @@ func (l *loop) wait() error {
 			if now.IsZero() {
 				now = time.Now()
 			}
-			l.due(l.subs[tok/2].drainEvents(now))
+			s := l.subs[tok/2]
+			l.due(s.drainEvents(now))
+			if s.src.closingWaits() {
+				// A closed connection's descriptor stays in doubt until
+				// the socket is read empty: read it now, not at its next
+				// message, which may come from another endpoint on it.
+				l.markReady(tok / 2)
+			}
 		default:
 			l.markReady(tok / 2)
 		}

@@ -45,7 +45,7 @@ func NewMetrics(reg prometheus.Registerer, queue *Queue) *Metrics {
 			Help: "Messages received but not written, by reason.",
 		}, []string{"reason"}),
 		received: prometheus.NewDesc("aggregator_messages_received_total",
-			"Messages received from publishers, by configured endpoint. A multipart message counts once.", ep, nil),
+			"Messages received from publishers, by configured endpoint (\"unattributed\": a shared socket could not tell which). A multipart message counts once.", ep, nil),
 		bytes: prometheus.NewDesc("aggregator_received_bytes_total",
 			"Payload bytes received (all frames, after truncation), by configured endpoint.", ep, nil),
 		truncated: prometheus.NewDesc("aggregator_messages_truncated_total",

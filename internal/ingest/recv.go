@@ -186,14 +186,18 @@ func newReceiver(s *zmq.Socket, src *sources, maxBytes int, wantPeer, strip bool
 // returns the errno that stopped it: EAGAIN when the socket is empty, 0
 // when b is full.
 func (r *receiver) fill(b *Batch) syscall.Errno {
-	if r.src.perMessage() && r.src.refresh != nil {
+	if !r.src.perMessage() {
+		return r.take(b)
+	}
+	if r.src.eventsWaiting() {
 		// Connections reported since the loop last read the monitor are
 		// known before their messages are attributed (see sources).
 		r.src.refresh()
 	}
+	mark := r.src.closingMark()
 	errno := r.take(b)
 	if errno == syscall.EAGAIN {
-		r.src.emptied()
+		r.src.emptied(mark)
 	}
 	return errno
 }

@@ -1,11 +1,6 @@
 package ingest
 
-import (
-	"fmt"
-	"log/slog"
-	"net/netip"
-	"syscall"
-)
+import "log/slog"
 
 // endpoint is one configured endpoint of a subscriber. Scrapes read its
 // stats; everything else is owned by the subscriber's loop: its log lines,
@@ -31,10 +26,11 @@ const Unattributed = "unattributed"
 //
 // A socket with one endpoint needs no telling. A socket that connects to
 // several publishers (see Group) learns each connection's descriptor from
-// the monitor's connected and disconnected events, and libzmq tags every
-// message with the descriptor it came in on (ZMQ_SRCFD). libzmq reports a
-// connection before its handshake, and its disconnection after its last
-// message was queued and before its descriptor is closed, so:
+// the monitor's connected and disconnected events, which name the endpoint
+// as configured (Group shares only endpoints libzmq always names so), and
+// libzmq tags every message with the descriptor it came in on (ZMQ_SRCFD).
+// libzmq reports a connection before its handshake, and its disconnection
+// after its messages were queued and before its descriptor is closed, so:
 //
 //   - a message on a descriptor not known yet belongs to a connection the
 //     monitor has already reported: the monitor is read, then it is known;
@@ -47,20 +43,27 @@ const Unattributed = "unattributed"
 //     loop behind on its reading, a publisher leaving and another arriving
 //     on the same descriptor number, all at once.
 //
-// libzmq names an endpoint in its events as configured for the first
-// connection, and by the address it resolved to after that; the resolved
-// address (the peer of the first connection) is learnt as an alias.
+// What this cannot see: a connection closed and its descriptor reused by
+// another endpoint whose first messages arrive, all within one receive of
+// at most a batch; and, with more than one I/O thread (AGG_IO_THREADS),
+// libzmq reporting a connection a moment after its first message. A
+// message without a descriptor (from a ZMTP 2.0 publisher) is Unattributed.
 type sources struct {
 	eps    []*endpoint
-	byAddr map[string]*endpoint // by the address in monitor events, aliases included
+	byAddr map[string]*endpoint // by the address in monitor events
 	byFD   map[int32]*conn      // by connection descriptor
-	closed []int32              // descriptors whose connection closed since the socket was last read empty
+	// closing holds the descriptors whose connection closed, with the
+	// value of seq then, until the socket has been read empty since.
+	closing map[int32]uint64
+	seq     uint64
 	// lastFD and last skip the map for a run of messages from one
 	// connection; last is reset whenever byFD changes.
 	lastFD int32
 	last   *endpoint
-	// refresh reads the monitor's events, for a descriptor not known yet.
-	refresh func()
+	// refresh reads the monitor's events, for a descriptor not known yet;
+	// eventsWaiting says, without reading, whether there are any.
+	refresh       func()
+	eventsWaiting func() bool
 	// unattributed is made when first needed; its stats are shared by
 	// every subscriber.
 	unattributed    *endpoint
@@ -73,7 +76,7 @@ type sources struct {
 type conn struct {
 	ep        *endpoint
 	closed    bool // disconnected; its last messages may still be waiting
-	ambiguous bool // reused by another endpoint before the socket was read empty
+	ambiguous bool // may carry messages of a closed connection of another endpoint
 }
 
 func newSources(eps []*endpoint, unattributed func() *endpoint) *sources {
@@ -81,6 +84,7 @@ func newSources(eps []*endpoint, unattributed func() *endpoint) *sources {
 	if len(eps) > 1 {
 		s.byAddr = make(map[string]*endpoint, len(eps))
 		s.byFD = make(map[int32]*conn, len(eps))
+		s.closing = map[int32]uint64{}
 		for _, ep := range eps {
 			s.byAddr[ep.name] = ep
 		}
@@ -114,38 +118,45 @@ func (s *sources) ofEvent(addr string, fd int32, disconnected bool) *endpoint {
 	return s.unknown()
 }
 
-// connected notes a new connection of ep on descriptor fd, and learns the
-// address libzmq will name ep by from now on.
+// connected notes a new connection of ep on descriptor fd.
 func (s *sources) connected(fd int32, ep *endpoint) {
 	if s.byFD == nil {
 		return
 	}
 	s.last = nil
 	old, reused := s.byFD[fd]
-	s.byFD[fd] = &conn{ep: ep, ambiguous: reused && old.closed && old.ep != ep}
-	if alias, ok := peerEndpoint(fd); ok {
-		if _, taken := s.byAddr[alias]; !taken {
-			s.byAddr[alias] = ep
-		}
-	}
+	// The old connection's messages may still be waiting: those of a
+	// connection of another endpoint, or of any endpoint if the old one
+	// was already in doubt, can no longer be told from the new ones.
+	s.byFD[fd] = &conn{ep: ep, ambiguous: reused && (old.ep != ep || old.ambiguous)}
 }
 
 // disconnected notes that the connection on fd closed.
 func (s *sources) disconnected(fd int32) {
 	if c, ok := s.byFD[fd]; ok && !c.closed {
 		c.closed = true
-		s.closed = append(s.closed, fd)
+		s.seq++
+		s.closing[fd] = s.seq
 		s.last = nil
 	}
 }
 
-// emptied is called when the socket has been read empty: no closed
-// connection has a message waiting any more.
-func (s *sources) emptied() {
-	if len(s.closed) == 0 {
-		return
-	}
-	for _, fd := range s.closed {
+// closingMark is what emptied needs: taken before reading the socket.
+func (s *sources) closingMark() uint64 { return s.seq }
+
+// closingWaits reports whether a closed connection may still have
+// messages waiting: the socket is worth reading until it is empty.
+func (s *sources) closingWaits() bool { return len(s.closing) > 0 }
+
+// emptied is called when the socket has been read empty, with the mark
+// taken before the read: connections closed before then have no message
+// waiting any more.
+func (s *sources) emptied(mark uint64) {
+	for fd, at := range s.closing {
+		if at > mark {
+			continue
+		}
+		delete(s.closing, fd)
 		if c, ok := s.byFD[fd]; ok {
 			if c.closed {
 				delete(s.byFD, fd)
@@ -153,13 +164,12 @@ func (s *sources) emptied() {
 				c.ambiguous = false
 			}
 		}
+		s.last = nil
 	}
-	s.closed = s.closed[:0]
-	s.last = nil
 }
 
 // of is the endpoint of a message that came in on connection fd (-1: a
-// message without one, from an inproc peer or a ZMTP 2.0 publisher).
+// message without one).
 func (s *sources) of(fd int32) *endpoint {
 	if s.byFD == nil {
 		return s.eps[0]
@@ -205,20 +215,4 @@ func (s *sources) publish() {
 	}
 	clear(s.pending)
 	s.pending = s.pending[:0]
-}
-
-// peerEndpoint is the endpoint string libzmq makes of a TCP connection's
-// peer address: tcp://1.2.3.4:5555 or tcp://[::1]:5555.
-func peerEndpoint(fd int32) (string, bool) {
-	sa, err := syscall.Getpeername(int(fd))
-	if err != nil {
-		return "", false
-	}
-	switch a := sa.(type) {
-	case *syscall.SockaddrInet4:
-		return fmt.Sprintf("tcp://%s:%d", netip.AddrFrom4(a.Addr), a.Port), true
-	case *syscall.SockaddrInet6:
-		return fmt.Sprintf("tcp://[%s]:%d", netip.AddrFrom16(a.Addr), a.Port), true
-	}
-	return "", false
 }

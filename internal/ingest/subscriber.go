@@ -4,6 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -84,33 +88,31 @@ const (
 // have a socket each; more share these (see Group).
 const ConnectSockets = 32
 
-// subscribersFor is the most subscribers Group makes with this many bind
-// endpoints.
-func subscribersFor(bind int) int { return 2*ConnectSockets + bind }
-
 // SocketsNeeded is the zmq context's socket limit (ZMQ_MAX_SOCKETS) for a
-// daemon with this many bind endpoints; never below libzmq's default.
-func SocketsNeeded(bind int) int {
-	return max(1023, subscribersFor(bind)*socketsPerSubscriber+contextSockets)
+// daemon with this many subscribers (see Group); never below libzmq's
+// default.
+func SocketsNeeded(subscribers int) int {
+	return max(1023, subscribers*socketsPerSubscriber+contextSockets)
 }
 
-// FilesNeeded is the least file-descriptor limit the endpoints need.
-func FilesNeeded(connect, bind int) int {
-	return connect + bind*filesPerBind + subscribersFor(bind)*socketsPerSubscriber + baseFiles
+// FilesNeeded is the least file-descriptor limit for this many connect and
+// bind endpoints on this many subscribers.
+func FilesNeeded(connect, bind, subscribers int) int {
+	return connect + bind*filesPerBind + subscribers*socketsPerSubscriber + baseFiles
 }
 
 // Group makes the subscribers for opts, which differ only in their
 // endpoints and kind. Each bind endpoint has a socket of its own, and so
 // do the endpoints the daemon connects to, up to n of a kind (SUB, PULL);
-// beyond n they share n sockets. Every endpoint is still counted, shown
-// and logged on its own (see sources).
+// beyond n, those that can share (see shareable) share n sockets. Every
+// endpoint is still counted, shown and logged on its own (see sources).
 //
 // A socket and its monitor cost libzmq about 20 KiB: a thousand
-// publishers took 21 MiB more on a socket each than on two (see the
-// README's figures). Sharing costs time instead: telling the endpoints of
-// a message apart (ZMQ_SRCFD) took about 0.1 µs a message, a fifth of the
-// daemon's CPU at its peak rate, so a few busy publishers keep their own
-// sockets.
+// publishers took 20 MiB more on a socket each than on shared ones (see
+// the README's figures). Sharing costs time instead: telling the endpoints
+// of a message apart (ZMQ_SRCFD) took about 0.1 µs a message, a fifth of
+// the daemon's CPU at its peak rate, so a few busy publishers keep their
+// own sockets.
 func Group(opts []Options, n int) []Options {
 	n = max(n, 1)
 	var out []Options
@@ -123,11 +125,13 @@ func Group(opts []Options, n int) []Options {
 		}
 		for _, ep := range o.Endpoints {
 			g := groups[o.Pull]
-			if len(g) < n {
+			if len(g) < n || !shareable(ep) {
 				one := o
 				one.Endpoints = []string{ep}
 				out = append(out, one)
-				groups[o.Pull] = append(g, len(out)-1)
+				if shareable(ep) {
+					groups[o.Pull] = append(g, len(out)-1)
+				}
 				continue
 			}
 			i := g[turn[o.Pull]%n]
@@ -136,6 +140,28 @@ func Group(opts []Options, n int) []Options {
 		}
 	}
 	return out
+}
+
+// shareable reports whether an endpoint can share a socket: whether libzmq
+// names it in every event exactly as it is written. It does for an IPv4
+// address and an IPC path. A host name it names as configured for the
+// first connection, then by the address that resolved to, which may change
+// and may be another endpoint's; such endpoints keep a socket each.
+func shareable(endpoint string) bool {
+	scheme, rest, _ := strings.Cut(endpoint, "://")
+	switch scheme {
+	case "ipc":
+		return true
+	case "tcp":
+		host, port, err := net.SplitHostPort(rest)
+		if err != nil {
+			return false
+		}
+		addr, err := netip.ParseAddr(host)
+		n, perr := strconv.Atoi(port)
+		return err == nil && addr.Is4() && addr.String() == host && perr == nil && strconv.Itoa(n) == port
+	}
+	return false
 }
 
 var monitorSeq atomic.Int64
@@ -168,11 +194,17 @@ func NewSubscriber(zctx *zmq.Context, opt Options, q *Queue, m *Metrics, log *sl
 	}
 	s.src = newSources(eps, func() *endpoint {
 		ep := &endpoint{name: Unattributed, stats: m.unattributedStats(), log: log.With("endpoint", Unattributed)}
-		ep.log.Warn("a message or event whose endpoint is uncertain, after a publisher left and another arrived on its descriptor: it is counted and written as unattributed",
+		ep.log.Warn("a message or event of a shared socket whose endpoint is uncertain: it is counted and written as unattributed (see the README)",
 			"socket", s.Endpoint())
 		return ep
 	})
 	s.src.refresh = func() { s.due = earliest(s.due, s.drainEvents(time.Now())) }
+	s.src.eventsWaiting = func() bool {
+		// ZMQ_EVENTS costs one call into libzmq and no allocation, where a
+		// receive that finds nothing costs an error value.
+		ev, err := s.mon.GetEvents()
+		return err != nil || ev&zmq.POLLIN != 0
+	}
 	defer func() {
 		if err != nil {
 			s.Close()

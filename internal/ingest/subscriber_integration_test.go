@@ -533,18 +533,27 @@ func TestSharedSocketTellsEndpointsApart(t *testing.T) {
 }
 
 // libzmq names an endpoint given by host name by its resolved address
-// once it has connected: a publisher behind a host name that restarts is
-// still its endpoint's, in records, counters and the connection gauge.
-func TestSharedSocketHostNameAfterReconnect(t *testing.T) {
+// once it has connected, so such an endpoint keeps a socket of its own,
+// even where the others share: a publisher behind a host name that
+// restarts is still its endpoint's, in records, counters and the gauge.
+func TestHostNameAfterReconnect(t *testing.T) {
 	r := newRig(t)
 	other, err := zmqtest.Bind()
 	other = mustPub(t, other, err)
+	third, err := zmqtest.Bind()
+	third = mustPub(t, third, err)
 	ep, err := zmqtest.FreeTCPEndpoint()
 	if err != nil {
 		t.Fatal(err)
 	}
 	named := strings.Replace(ep, "127.0.0.1", "localhost", 1)
-	r.add(Options{Endpoints: []string{other.Endpoint, named}})
+	opts := []Options{{Endpoints: []string{other.Endpoint, named, third.Endpoint}}}
+	for _, o := range Group(opts, 1) {
+		r.add(o)
+	}
+	if len(r.subs) != 2 {
+		t.Fatalf("%d sockets for two addresses and a host name, want 2", len(r.subs))
+	}
 	r.start()
 	for round := range 3 {
 		p, err := bindRetry(ep)
