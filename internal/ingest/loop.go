@@ -114,7 +114,11 @@ func (l *loop) run(ctx context.Context, abort <-chan struct{}) error {
 			if b == nil {
 				b = l.q.Get()
 			}
+			mark := s.epoch
 			errno := s.recv.fill(b)
+			if errno == syscall.EAGAIN {
+				s.emptiedEpoch = mark
+			}
 			l.due(s.takeDue())
 			switch errno {
 			case 0: // b is full; the socket may hold more
@@ -171,10 +175,11 @@ func (l *loop) wait() error {
 			}
 			s := l.subs[tok/2]
 			l.due(s.drainEvents(now))
-			if s.src.closingWaits() {
-				// A closed connection's descriptor stays in doubt until
-				// the socket is read empty: read it now, not at its next
-				// message, which may come from another endpoint on it.
+			if s.src.closingWaits() || s.emptiedEpoch < s.epoch {
+				// A closed connection's descriptor stays in doubt, and an
+				// endpoint that went down cannot be restarted (revive.go),
+				// until the socket is read empty: read it now, not at its
+				// next message.
 				l.markReady(tok / 2)
 			}
 		default:
@@ -183,8 +188,15 @@ func (l *loop) wait() error {
 	}
 	if !l.flushAt.IsZero() && !time.Now().Before(l.flushAt) {
 		now, l.flushAt = time.Now(), time.Time{}
-		for _, s := range l.subs {
+		for i, s := range l.subs {
 			l.due(s.flushEvents(now))
+			if len(s.down) > 0 {
+				due, read := s.revive(now)
+				l.due(due)
+				if read {
+					l.markReady(i)
+				}
+			}
 		}
 	}
 	return nil

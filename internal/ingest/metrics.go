@@ -104,12 +104,13 @@ const (
 	evAcceptFailed
 	evDisconnected
 	evHandshakeFailed
+	evRestarted // not libzmq's: the daemon connected again (revive.go)
 	evOther
 	numEventKinds
 )
 
 var eventKinds = [numEventKinds]string{"connected", "listening", "bind_failed", "accepted",
-	"accept_failed", "disconnected", "handshake_failed", "other"}
+	"accept_failed", "disconnected", "handshake_failed", "restarted", "other"}
 
 func eventKind(ev zmq.Event) int {
 	switch ev {

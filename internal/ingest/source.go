@@ -1,6 +1,9 @@
 package ingest
 
-import "log/slog"
+import (
+	"log/slog"
+	"time"
+)
 
 // endpoint is one configured endpoint of a subscriber. Scrapes read its
 // stats; everything else is owned by the subscriber's loop: its log lines,
@@ -15,6 +18,11 @@ type endpoint struct {
 
 	received, bytes, truncated uint64 // not yet added to stats
 	pending                    bool   // on sources.pending
+
+	// downAt is when the endpoint lost its connection (zero: it has one,
+	// or never had); downEpoch is the subscriber's epoch then (revive.go).
+	downAt    time.Time
+	downEpoch uint64
 }
 
 // Unattributed is the endpoint named for messages and events of a shared

@@ -170,15 +170,19 @@ var monitorSeq atomic.Int64
 // endpoints. After NewSubscriber returns, only the receive loop that runs
 // it (loop.go) touches them: zmq sockets are not thread-safe.
 type Subscriber struct {
-	opt   Options
-	sock  *zmq.Socket
-	mon   *zmq.Socket
-	recv  *receiver
-	src   *sources  // the endpoints, owned by the loop like the sockets
-	due   time.Time // when an event summary noted during a receive is due; owned by the loop
-	q     *Queue
-	m     *Metrics
-	ready atomic.Bool
+	opt  Options
+	sock *zmq.Socket
+	mon  *zmq.Socket
+	recv *receiver
+	src  *sources  // the endpoints, owned by the loop like the sockets
+	due  time.Time // when an event summary noted during a receive is due; owned by the loop
+	// Disconnections counted, the count when the socket was last read
+	// empty, and the endpoints still down: for revive, owned by the loop.
+	epoch, emptiedEpoch uint64
+	down                []*endpoint
+	q                   *Queue
+	m                   *Metrics
+	ready               atomic.Bool
 }
 
 // NewSubscriber creates the socket and binds or connects it, so that a bad
@@ -370,6 +374,9 @@ func (s *Subscriber) drainEvents(now time.Time) (due time.Time) {
 		ep.stats.connections.Add(int64(delta))
 		ep.events.note(ep.log, now, kind, eventLevel(ev), addr)
 		due = earliest(due, ep.events.next())
+		if ev == zmq.EVENT_DISCONNECTED {
+			due = earliest(due, s.wentDown(ep, now))
+		}
 	}
 }
 

@@ -694,3 +694,49 @@ func TestSharedSocketDescriptorReused(t *testing.T) {
 	}
 	t.Logf("A's messages: %v counted for A, %d unattributed", r.metric("aggregator_messages_received_total", a.Endpoint), got["unattributed"])
 }
+
+// libzmq never reconnects to a publisher that broke the protocol, here with
+// a frame over the maximum message size; the daemon does, and what the
+// publisher sent before and after its bad frame arrives.
+func TestPublisherBackAfterOversizeFrame(t *testing.T) {
+	for _, shared := range []bool{false, true} {
+		t.Run(map[bool]string{false: "own socket", true: "shared socket"}[shared], func(t *testing.T) {
+			r := newRig(t)
+			p, err := zmqtest.Bind()
+			p = mustPub(t, p, err)
+			eps := []string{p.Endpoint}
+			if shared {
+				other, err := zmqtest.Bind()
+				other = mustPub(t, other, err)
+				eps = append(eps, other.Endpoint)
+			}
+			r.add(Options{Endpoints: eps, MaxMessageBytes: 100, ReconnectMax: 100 * time.Millisecond})
+			r.start()
+			if err := p.WaitSubscribed(1, 5*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			send(t, p, "before")
+			r.waitCount(1)
+			if err := p.Send(make([]byte, 2*minFrameLimit)); err != nil {
+				t.Fatal(err)
+			}
+			eventually.Within(t, 5*time.Second, "a disconnection", func() bool {
+				return r.metric("aggregator_connection_events_total", p.Endpoint, "disconnected") == 1
+			})
+			if err := p.WaitSubscribed(1, 10*time.Second); err != nil {
+				t.Fatalf("not connected again: %v", err)
+			}
+			send(t, p, "after")
+			recs := r.waitCount(2)
+			if string(recs[0].Frames[0]) != "before" || string(recs[1].Frames[0]) != "after" {
+				t.Errorf("received %q and %q", recs[0].Frames[0], recs[1].Frames[0])
+			}
+			if got := r.metric("aggregator_connection_events_total", p.Endpoint, "restarted"); got != 1 {
+				t.Errorf("restarted events %v, want 1", got)
+			}
+			if got := r.metric("aggregator_endpoint_connections", p.Endpoint); got != 1 {
+				t.Errorf("connections %v, want 1", got)
+			}
+		})
+	}
+}
