@@ -193,6 +193,7 @@ func (l *loop) wait() error {
 			if len(s.down) > 0 {
 				due, read := s.revive(now)
 				l.due(due)
+				l.due(s.takeDue())
 				if read {
 					l.markReady(i)
 				}

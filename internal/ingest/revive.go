@@ -44,6 +44,9 @@ func (s *Subscriber) wentDown(ep *endpoint, now time.Time) time.Time {
 // look (zero: nothing is down), and whether the socket must be read to
 // empty first.
 func (s *Subscriber) revive(now time.Time) (due time.Time, read bool) {
+	// A connection libzmq made a moment ago must not be cut: its event is
+	// read first.
+	s.due = earliest(s.due, s.drainEvents(now))
 	kept := s.down[:0]
 	for _, ep := range s.down {
 		switch {
