@@ -29,7 +29,7 @@ var eventMessages = [numEventKinds]string{
 	evAccepted:     "publisher connected",
 	evDisconnected: "publisher disconnected",
 	evListening:    "listening",
-	evRestarted:    "connecting again: libzmq did not (it gives up on a publisher after a protocol error, such as a frame over the maximum message size)",
+	evRestarted:    "publisher not connected again by libzmq within its reconnect time: connecting anew (libzmq gives up after a protocol error, such as a frame over the maximum message size)",
 }
 
 func eventMessage(kind int) string {

@@ -194,7 +194,7 @@ func (l *loop) wait() error {
 				due, read := s.revive(now)
 				l.due(due)
 				l.due(s.takeDue())
-				if read {
+				if read || s.src.closingWaits() || s.emptiedEpoch < s.epoch {
 					l.markReady(i)
 				}
 			}

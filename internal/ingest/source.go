@@ -19,10 +19,11 @@ type endpoint struct {
 	received, bytes, truncated uint64 // not yet added to stats
 	pending                    bool   // on sources.pending
 
-	// downAt is when the endpoint lost its connection (zero: it has one,
-	// or never had); downEpoch is the subscriber's epoch then (revive.go).
-	downAt    time.Time
-	downEpoch uint64
+	// When the endpoint last connected, and lost its connection (zero: it
+	// has one, or never had), and how often in a row the daemon connected
+	// to it again (revive.go).
+	upAt, downAt time.Time
+	restarts     int
 }
 
 // Unattributed is the endpoint named for messages and events of a shared

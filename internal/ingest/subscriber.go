@@ -176,7 +176,7 @@ type Subscriber struct {
 	recv *receiver
 	src  *sources  // the endpoints, owned by the loop like the sockets
 	due  time.Time // when an event summary noted during a receive is due; owned by the loop
-	// Disconnections counted, the count when the socket was last read
+	// Disconnections seen, their count when the socket was last read
 	// empty, and the endpoints still down: for revive, owned by the loop.
 	epoch, emptiedEpoch uint64
 	down                []*endpoint
@@ -357,17 +357,27 @@ func (s *Subscriber) drainEvents(now time.Time) (due time.Time) {
 		ep := s.src.ofEvent(addr, fd, ev == zmq.EVENT_DISCONNECTED)
 		kind := eventKind(ev)
 		ep.stats.events[kind].Add(1)
+		// An endpoint the daemon connects to has one connection or none,
+		// whatever order libzmq's threads report them in.
+		single := !s.opt.Bind && ep != s.src.unattributed
 		delta := 0
 		switch ev {
 		case zmq.EVENT_CONNECTED:
 			s.src.connected(fd, ep)
+			s.wentUp(ep, now)
 			delta = 1
+			if single {
+				delta = 1 - ep.conns
+			}
 		case zmq.EVENT_ACCEPTED:
 			delta = 1
 		case zmq.EVENT_DISCONNECTED: // also ends every accepted connection whose handshake failed
 			s.src.disconnected(fd)
 			if ep.conns > 0 {
 				delta = -1
+			}
+			if single {
+				delta = -ep.conns
 			}
 		}
 		ep.conns += delta
