@@ -118,6 +118,7 @@ func (l *loop) run(ctx context.Context, abort <-chan struct{}) error {
 			errno := s.recv.fill(b)
 			if errno == syscall.EAGAIN {
 				s.emptiedEpoch = mark
+				s.empties++
 			}
 			l.due(s.takeDue())
 			switch errno {

@@ -93,10 +93,20 @@ func (s *Subscriber) revive(now time.Time) (due time.Time, read bool) {
 	s.down = kept
 	switch {
 	case !ripe:
+		s.restartAfter = 0
 		return due, false
 	case s.emptiedEpoch < s.epoch:
 		return earliest(due, now.Add(100*time.Millisecond)), true
+	case s.restartAfter == 0 || s.empties < s.restartAfter:
+		// libzmq reports a protocol error's disconnection a moment before
+		// it queues that connection's last messages: one more read to
+		// empty, begun now, takes them too.
+		if s.restartAfter == 0 {
+			s.restartAfter = s.empties + 1
+		}
+		return earliest(due, now.Add(10*time.Millisecond)), true
 	}
+	s.restartAfter = 0
 	// Every endpoint that is down, ripe or not, goes out before any comes
 	// back (see above); those not ripe yet only lose libzmq's back-off.
 	for _, ep := range s.down {

@@ -180,9 +180,12 @@ type Subscriber struct {
 	// empty, and the endpoints still down: for revive, owned by the loop.
 	epoch, emptiedEpoch uint64
 	down                []*endpoint
-	q                   *Queue
-	m                   *Metrics
-	ready               atomic.Bool
+	// Reads that found the socket empty, and how many revive waits for
+	// before it restarts (zero: none pending).
+	empties, restartAfter uint64
+	q                     *Queue
+	m                     *Metrics
+	ready                 atomic.Bool
 }
 
 // NewSubscriber creates the socket and binds or connects it, so that a bad
