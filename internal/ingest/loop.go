@@ -114,12 +114,7 @@ func (l *loop) run(ctx context.Context, abort <-chan struct{}) error {
 			if b == nil {
 				b = l.q.Get()
 			}
-			mark := s.epoch
-			errno := s.recv.fill(b)
-			if errno == syscall.EAGAIN {
-				s.emptiedEpoch = mark
-				s.empties++
-			}
+			errno := s.receive(b)
 			l.due(s.takeDue())
 			switch errno {
 			case 0: // b is full; the socket may hold more
@@ -176,11 +171,7 @@ func (l *loop) wait() error {
 			}
 			s := l.subs[tok/2]
 			l.due(s.drainEvents(now))
-			if s.src.closingWaits() || s.emptiedEpoch < s.epoch {
-				// A closed connection's descriptor stays in doubt, and an
-				// endpoint that went down cannot be restarted (revive.go),
-				// until the socket is read empty: read it now, not at its
-				// next message.
+			if s.wantsEmptyRead() {
 				l.markReady(tok / 2)
 			}
 		default:
@@ -195,7 +186,7 @@ func (l *loop) wait() error {
 				due, read := s.revive(now)
 				l.due(due)
 				l.due(s.takeDue())
-				if read || s.src.closingWaits() || s.emptiedEpoch < s.epoch {
+				if read || s.wantsEmptyRead() {
 					l.markReady(i)
 				}
 			}
@@ -226,7 +217,7 @@ func (l *loop) drain(abort <-chan struct{}) error {
 		s.drainEvents(time.Now()) // no monitor event left to block libzmq's close
 		b := l.q.Get()
 		for {
-			errno := s.recv.fill(b)
+			errno := s.receive(b)
 			if b.full() {
 				if !s.deliver(b, abort) {
 					return nil

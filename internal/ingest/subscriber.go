@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	zmq "github.com/pebbe/zmq4"
@@ -391,6 +392,25 @@ func (s *Subscriber) drainEvents(now time.Time) (due time.Time) {
 			due = earliest(due, s.wentDown(ep, now))
 		}
 	}
+}
+
+// receive fills b from the socket, and notes a read that found it empty.
+func (s *Subscriber) receive(b *Batch) syscall.Errno {
+	mark := s.epoch
+	errno := s.recv.fill(b)
+	if errno == syscall.EAGAIN {
+		s.emptiedEpoch = mark
+		s.empties++
+	}
+	return errno
+}
+
+// wantsEmptyRead reports whether the socket should be read until it is
+// empty now rather than at its next message: after a disconnection, a
+// shared socket's descriptor stays in doubt (sources) and an endpoint that
+// went down cannot be restarted (revive.go) until it has been.
+func (s *Subscriber) wantsEmptyRead() bool {
+	return s.src.closingWaits() || s.emptiedEpoch < s.epoch
 }
 
 // takeDue is when an event summary noted while receiving is due (zero:
