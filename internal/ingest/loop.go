@@ -114,7 +114,7 @@ func (l *loop) run(ctx context.Context, abort <-chan struct{}) error {
 			if b == nil {
 				b = l.q.Get()
 			}
-			errno := s.receive(b)
+			errno := s.recv.fill(b)
 			l.due(s.takeDue())
 			switch errno {
 			case 0: // b is full; the socket may hold more
@@ -217,7 +217,7 @@ func (l *loop) drain(abort <-chan struct{}) error {
 		s.drainEvents(time.Now()) // no monitor event left to block libzmq's close
 		b := l.q.Get()
 		for {
-			errno := s.receive(b)
+			errno := s.recv.fill(b)
 			if b.full() {
 				if !s.deliver(b, abort) {
 					return nil

@@ -186,10 +186,7 @@ func newReceiver(s *zmq.Socket, src *sources, maxBytes int, wantPeer, strip bool
 // returns the errno that stopped it: EAGAIN when the socket is empty, 0
 // when b is full.
 func (r *receiver) fill(b *Batch) syscall.Errno {
-	if !r.src.perMessage() {
-		return r.take(b)
-	}
-	if r.src.eventsWaiting() {
+	if r.src.perMessage() && r.src.eventsWaiting() {
 		// Connections reported since the loop last read the monitor are
 		// known before their messages are attributed (see sources).
 		r.src.refresh()

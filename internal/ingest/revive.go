@@ -22,7 +22,7 @@ import (
 //
 //   - zmq_disconnect drops what the endpoint's queue still holds, so
 //     nothing is restarted before the socket has been read empty after
-//     every disconnection it has seen (Subscriber.emptiedEpoch);
+//     every disconnection it has seen (sources.emptiedSeq);
 //   - a session that ended itself stays in the socket's endpoint table
 //     with a dangling pointer, and zmq_disconnect of that endpoint ends the
 //     socket's child at that address, which a session made since may now
@@ -60,7 +60,6 @@ func (s *Subscriber) wentDown(ep *endpoint, now time.Time) time.Time {
 	if !ep.upAt.IsZero() && now.Sub(ep.upAt) >= stayedUp {
 		ep.restarts = 0
 	}
-	s.epoch++
 	if ep.downAt.IsZero() {
 		s.down = append(s.down, ep)
 	}
@@ -95,14 +94,14 @@ func (s *Subscriber) revive(now time.Time) (due time.Time, read bool) {
 	case !ripe:
 		s.restartAfter = 0
 		return due, false
-	case s.emptiedEpoch < s.epoch:
+	case s.src.closingWaits():
 		return earliest(due, now.Add(100*time.Millisecond)), true
-	case s.restartAfter == 0 || s.empties < s.restartAfter:
+	case s.restartAfter == 0 || s.src.empties < s.restartAfter:
 		// libzmq reports a protocol error's disconnection a moment before
 		// it queues that connection's last messages: one more read to
 		// empty, begun now, takes them too.
 		if s.restartAfter == 0 {
-			s.restartAfter = s.empties + 1
+			s.restartAfter = s.src.empties + 1
 		}
 		return earliest(due, now.Add(10*time.Millisecond)), true
 	}

@@ -61,10 +61,13 @@ type sources struct {
 	eps    []*endpoint
 	byAddr map[string]*endpoint // by the address in monitor events
 	byFD   map[int32]*conn      // by connection descriptor
-	// closing holds the descriptors whose connection closed, with the
-	// value of seq then, until the socket has been read empty since.
-	closing map[int32]uint64
-	seq     uint64
+	// seq counts disconnections, emptiedSeq is what it was when a read
+	// that found the socket empty began, and empties counts such reads
+	// (revive.go waits on them too). closing holds the descriptors whose
+	// connection closed, with seq then, until the socket has been read
+	// empty since.
+	seq, emptiedSeq, empties uint64
+	closing                  map[int32]uint64
 	// lastFD and last skip the map for a run of messages from one
 	// connection; last is reset whenever byFD changes.
 	lastFD int32
@@ -142,9 +145,9 @@ func (s *sources) connected(fd int32, ep *endpoint) {
 
 // disconnected notes that the connection on fd closed.
 func (s *sources) disconnected(fd int32) {
+	s.seq++
 	if c, ok := s.byFD[fd]; ok && !c.closed {
 		c.closed = true
-		s.seq++
 		s.closing[fd] = s.seq
 		s.last = nil
 	}
@@ -155,12 +158,14 @@ func (s *sources) closingMark() uint64 { return s.seq }
 
 // closingWaits reports whether a closed connection may still have
 // messages waiting: the socket is worth reading until it is empty.
-func (s *sources) closingWaits() bool { return len(s.closing) > 0 }
+func (s *sources) closingWaits() bool { return s.emptiedSeq < s.seq }
 
 // emptied is called when the socket has been read empty, with the mark
 // taken before the read: connections closed before then have no message
 // waiting any more.
 func (s *sources) emptied(mark uint64) {
+	s.emptiedSeq = max(s.emptiedSeq, mark)
+	s.empties++
 	for fd, at := range s.closing {
 		if at > mark {
 			continue

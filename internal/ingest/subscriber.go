@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	zmq "github.com/pebbe/zmq4"
@@ -177,16 +176,14 @@ type Subscriber struct {
 	recv *receiver
 	src  *sources  // the endpoints, owned by the loop like the sockets
 	due  time.Time // when an event summary noted during a receive is due; owned by the loop
-	// Disconnections seen, their count when the socket was last read
-	// empty, and the endpoints still down: for revive, owned by the loop.
-	epoch, emptiedEpoch uint64
-	down                []*endpoint
-	// Reads that found the socket empty, and how many revive waits for
-	// before it restarts (zero: none pending).
-	empties, restartAfter uint64
-	q                     *Queue
-	m                     *Metrics
-	ready                 atomic.Bool
+	// The endpoints still down, and how many reads that find the socket
+	// empty revive waits for before it restarts them (zero: none
+	// pending): owned by the loop.
+	down         []*endpoint
+	restartAfter uint64
+	q            *Queue
+	m            *Metrics
+	ready        atomic.Bool
 }
 
 // NewSubscriber creates the socket and binds or connects it, so that a bad
@@ -394,24 +391,11 @@ func (s *Subscriber) drainEvents(now time.Time) (due time.Time) {
 	}
 }
 
-// receive fills b from the socket, and notes a read that found it empty.
-func (s *Subscriber) receive(b *Batch) syscall.Errno {
-	mark := s.epoch
-	errno := s.recv.fill(b)
-	if errno == syscall.EAGAIN {
-		s.emptiedEpoch = mark
-		s.empties++
-	}
-	return errno
-}
-
 // wantsEmptyRead reports whether the socket should be read until it is
 // empty now rather than at its next message: after a disconnection, a
 // shared socket's descriptor stays in doubt (sources) and an endpoint that
 // went down cannot be restarted (revive.go) until it has been.
-func (s *Subscriber) wantsEmptyRead() bool {
-	return s.src.closingWaits() || s.emptiedEpoch < s.epoch
-}
+func (s *Subscriber) wantsEmptyRead() bool { return s.src.closingWaits() }
 
 // takeDue is when an event summary noted while receiving is due (zero:
 // none), for the loop to wait for.
