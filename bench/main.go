@@ -16,10 +16,12 @@
 package main
 
 import (
+	"bytes"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"runtime"
 	"slices"
 	"strconv"
@@ -124,8 +126,11 @@ func run(c config, out io.Writer) error {
 		return err
 	}
 	host, _ := os.Hostname()
-	fmt.Fprintf(out, "aggregator benchmark  %s  %s  %d CPUs  %s  %d-byte messages\n\n",
-		time.Now().UTC().Format("2006-01-02 15:04 MST"), host, runtime.NumCPU(), cpuModel(), c.size)
+	// The daemon's -version names the libzmq it linked, which decides its
+	// memory per publisher (scripts/with-libzmq).
+	version, _ := exec.Command(bins.aggregator, "-version").Output()
+	fmt.Fprintf(out, "aggregator benchmark  %s  %s  %d CPUs  %s  %d-byte messages\n%s\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), host, runtime.NumCPU(), cpuModel(), c.size, bytes.TrimSpace(version))
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
 	if c.only == "" || c.only == "peak" || c.only == "rotate" {
 		fmt.Fprintln(tw, "case\tdaemon msg/s\treference msg/s\tratio\tdaemon CPU s\tCPU µs/msg\tpeak RSS MiB\tmissing\tdup\tout of order\t")

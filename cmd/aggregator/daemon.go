@@ -22,6 +22,7 @@ import (
 	"aggregator/internal/ingest"
 	"aggregator/internal/sdnotify"
 	"aggregator/internal/sink"
+	"aggregator/internal/zmqbuild"
 )
 
 // httpShutdownWait bounds the wait for in-flight scrapes at stop.
@@ -81,6 +82,7 @@ func newDaemon(cfg Config, log *slog.Logger, getenv func(string) string) (d *dae
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewBuildInfoCollector(),
+		zmqbuild.Collector(),
 	)
 	d.queue = ingest.NewQueue(cfg.QueueBatches)
 	im := ingest.NewMetrics(d.reg, d.queue)

@@ -295,6 +295,14 @@ func TestHelpAndVersion(t *testing.T) {
 	if err != nil || !strings.HasPrefix(string(out), "aggregator ") {
 		t.Fatalf("-version: %q, %v", out, err)
 	}
+	// scripts/with-libzmq says which libzmq the binaries must have linked;
+	// a build that missed it (a plain go build, a broken install step)
+	// would take six times the memory per publisher.
+	if chunk := os.Getenv("AGGREGATOR_LIBZMQ_PIPE_CHUNK"); chunk != "" {
+		if want := "with pipe chunks of " + chunk + " messages"; !strings.Contains(string(out), want) {
+			t.Errorf("-version: %q, want it linked with libzmq %s (scripts/with-libzmq)", out, want)
+		}
+	}
 	if code := exitCode(exec.Command(aggBin, "-bogus").Run()); code != 2 {
 		t.Errorf("unknown flag: exit %d, want 2", code)
 	}

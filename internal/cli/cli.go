@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"aggregator/internal/curve"
+	"aggregator/internal/zmqbuild"
 )
 
 // Exit statuses. 78 is EX_CONFIG from sysexits.h; the systemd units use it
@@ -89,7 +90,7 @@ func Version(v string) string {
 				v += "-" + s.Value[:min(12, len(s.Value))]
 			}
 		}
-		v += " (" + info.GoVersion + ")"
+		v += " (" + info.GoVersion + ", " + zmqbuild.Describe() + ")"
 	}
 	return v
 }
