@@ -297,7 +297,7 @@ func TestHelpAndVersion(t *testing.T) {
 	}
 	// scripts/with-libzmq says which libzmq the binaries must have linked;
 	// a build that missed it (a plain go build, a broken install step)
-	// would take six times the memory per publisher.
+	// would take about 30 KiB more memory per active publisher.
 	if chunk := os.Getenv("AGGREGATOR_LIBZMQ_PIPE_CHUNK"); chunk != "" {
 		if want := "with pipe chunks of " + chunk + " messages"; !strings.Contains(string(out), want) {
 			t.Errorf("-version: %q, want it linked with libzmq %s (scripts/with-libzmq)", out, want)
