@@ -45,6 +45,7 @@ type Config struct {
 	Compress      string        `envconfig:"COMPRESS" default:"gzip" desc:"compress rotated backups, in the background, never on the write path: gzip, zstd or false (true means gzip)"`
 	RotateEvery   time.Duration `envconfig:"ROTATE_EVERY" default:"0s" desc:"also rotate on this time boundary (e.g. 24h: at midnight UTC, 1h: on the hour); 0s turns it off"`
 	FlushInterval time.Duration `envconfig:"FLUSH_INTERVAL" default:"100ms" desc:"longest a line waits in the write buffer while messages keep arriving; an idle daemon writes at once"`
+	SyncInterval  time.Duration `envconfig:"SYNC_INTERVAL" default:"1s" desc:"longest written lines wait before the file is synced to disk (fdatasync), so the most a power cut or kernel panic loses; 0s syncs only at rotation and stop (forwarded lines and a central's are synced before they are acknowledged, whatever this says)"`
 
 	RcvHWM          int `envconfig:"RCVHWM" default:"1000" desc:"ZeroMQ receive high-water mark per socket, in messages (0 means no limit): what waits in libzmq when the writer falls behind"`
 	MaxMessageBytes int `envconfig:"MAX_MESSAGE_BYTES" default:"65536" desc:"longest message kept, all frames together; a longer one is truncated to it and counted in aggregator_messages_truncated_total"`
@@ -126,6 +127,9 @@ func (c *Config) Validate() error {
 	}
 	if c.FlushInterval < time.Millisecond || c.FlushInterval > time.Minute {
 		bad("FLUSH_INTERVAL", "%s: must be between 1ms and 1m", c.FlushInterval)
+	}
+	if c.SyncInterval != 0 && (c.SyncInterval < time.Millisecond || c.SyncInterval > time.Hour) {
+		bad("SYNC_INTERVAL", "%s: must be 0s (at rotation and stop only) or between 1ms and 1h", c.SyncInterval)
 	}
 	if c.RcvHWM < 0 {
 		bad("RCVHWM", "%d: must not be negative", c.RcvHWM)
@@ -313,6 +317,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("log_file", c.LogFile), slog.String("format", c.Format), slog.String("timezone", c.TimeZone),
 		slog.Int("max_size_mb", c.MaxSizeMB), slog.Int("max_backups", c.MaxBackups), slog.Int("max_age_days", c.MaxAgeDays),
 		slog.String("compress", c.Compress), slog.Duration("rotate_every", c.RotateEvery), slog.Duration("flush_interval", c.FlushInterval),
+		slog.Duration("sync_interval", c.SyncInterval),
 		slog.Int("rcvhwm", c.RcvHWM), slog.Int("max_message_bytes", c.MaxMessageBytes), slog.Int("queue_batches", c.QueueBatches), slog.Int("io_threads", c.IOThreads),
 		slog.String("curve_secret_key_file", c.SecretKeyFile), slog.String("curve_allowed_keys_file", c.AllowedKeysFile),
 		slog.String("curve_server_public_key_file", c.ServerPublicKeyFile),

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
 
 	"aggregator/internal/consume"
 	"aggregator/internal/curve"
@@ -59,8 +61,9 @@ type daemon struct {
 	notify   *sdnotify.Notifier
 	watchdog time.Duration
 
-	running   atomic.Bool // between the start of Run and the start of shutdown
-	writerRan bool        // Run started the writer, which then closes its own file
+	running   atomic.Bool            // between the start of Run and the start of shutdown
+	failed    atomic.Pointer[string] // the first part that failed, for /-/ready
+	writerRan bool                   // Run started the writer, which then closes its own file
 }
 
 // newDaemon builds every component: sockets are bound or connecting, the
@@ -107,10 +110,11 @@ func newDaemon(cfg Config, log *slog.Logger, getenv func(string) string) (d *dae
 
 	if cfg.NATS.Consuming() {
 		if d.cons, err = consume.New(consume.Options{
-			Conn:    cfg.NATS.Options(cfg.LogFile),
-			Stream:  cfg.NATS.Consume,
-			Durable: cfg.NATS.Durable,
-			Log:     cfg.LogFile,
+			Conn:         cfg.NATS.Options(cfg.LogFile),
+			Stream:       cfg.NATS.Consume,
+			Durable:      cfg.NATS.Durable,
+			Log:          cfg.LogFile,
+			MaxFileBytes: int64(cfg.MaxSizeMB) << 20,
 		}, consume.NewMetrics(d.reg), log.With("component", "consume")); err != nil {
 			return d, err
 		}
@@ -129,6 +133,7 @@ func newDaemon(cfg Config, log *slog.Logger, getenv func(string) string) (d *dae
 		Compress:      codec,
 		RotateEvery:   cfg.RotateEvery,
 		FlushInterval: cfg.FlushInterval,
+		SyncInterval:  cfg.SyncInterval,
 	}, sm, log.With("component", "sink"))
 	if err != nil {
 		return d, err
@@ -224,6 +229,9 @@ func (d *daemon) routes() http.Handler {
 
 // ready is nil once every socket is up and the file is open and writable.
 func (d *daemon) ready() error {
+	if p := d.failed.Load(); p != nil {
+		return fmt.Errorf("stopping: %s", *p)
+	}
 	if !d.running.Load() {
 		return errors.New("starting or stopping")
 	}
@@ -248,110 +256,119 @@ func (d *daemon) ready() error {
 	return nil
 }
 
-// Run runs until ctx is done or a component fails, then stops in order:
-// the subscribers stop receiving and hand over what they hold, the writer
-// writes all of it and closes the file, the HTTP server stops, and the zmq
-// context is terminated. hup asks the writer to reopen the file.
+// Run runs every part of the daemon in one errgroup until ctx is done or
+// a part fails, then stops in order: the inputs stop and hand over what
+// they hold, the writer writes all of it and closes the file, the
+// forwarder saves its place, the HTTP server stops, and the zmq context is
+// terminated. hup asks the writer to reopen the file.
+//
+// Each part retries what can pass by itself (a publisher down, NATS down,
+// a full disk, a backup that will not compress) inside, with a back-off,
+// and shows it on /-/ready. A part that returns while the daemon runs has
+// met what a retry cannot mend (a receive loop without its sockets, an
+// unreadable checkpoint, a port gone): it is logged and the daemon stops
+// with an error, so that systemd restarts it (Restart=on-failure) rather
+// than it running on without the part, unnoticed.
 func (d *daemon) Run(ctx context.Context, hup <-chan struct{}) error {
-	ingestCtx, stopIngest := context.WithCancel(ctx)
-	defer stopIngest()
-	abort := make(chan struct{}) // closed if the writer fails: subscribers stop waiting for it
+	g, gctx := errgroup.WithContext(ctx)
+	part := func(name string, fn func() error) {
+		g.Go(func() error {
+			err := fn()
+			if err == nil && gctx.Err() == nil {
+				err = errors.New("returned while the daemon runs")
+			}
+			if err != nil {
+				err = fmt.Errorf("%s: %w", name, err)
+				msg := err.Error()
+				if d.failed.CompareAndSwap(nil, &msg) {
+					d.log.Error("part failed; stopping", "err", err)
+				}
+			}
+			return err
+		})
+	}
+	var pipeline sync.WaitGroup // every part but HTTP, which outlives them
+	stage := func(name string, fn func() error) {
+		pipeline.Add(1)
+		part(name, func() error { defer pipeline.Done(); return fn() })
+	}
 
-	sinkDone := make(chan error, 1)
+	// Inputs: once every one has returned, nothing more comes to the queue.
+	abort := make(chan struct{}) // closed when the writer has returned: inputs stop waiting for it
+	var inputs sync.WaitGroup
+	input := func(name string, fn func() error) {
+		inputs.Add(1)
+		stage(name, func() error { defer inputs.Done(); return fn() })
+	}
+	if len(d.subs) > 0 {
+		input("receive loops", func() error { return ingest.RunAll(gctx, d.subs, d.queue, abort) })
+	}
+	if d.cons != nil {
+		input("consumer", func() error { return d.cons.Run(gctx, d.queue, abort) })
+	}
+	g.Go(func() error { inputs.Wait(); close(d.queue.C); return nil })
+	if d.auth != nil {
+		authCtx, stopAuth := context.WithCancel(context.Background())
+		g.Go(func() error { inputs.Wait(); stopAuth(); return nil }) // a handshake may need it until then
+		stage("authenticator", func() error { d.auth.Run(authCtx); return nil })
+	}
+
+	// The writer, with its compressor, drains the queue before it returns.
+	writerDone := make(chan struct{})
 	d.writerRan = true
-	go func() { sinkDone <- d.writer.Run(d.queue, hup) }()
-	ingestDone := make(chan error, 1)
-	go func() {
-		consumed := make(chan error, 1)
-		if d.cons != nil {
-			go func() { consumed <- d.cons.Run(ingestCtx, d.queue, abort) }()
-		} else {
-			consumed <- nil
-		}
-		err := ingest.RunAll(ingestCtx, d.subs, d.queue, abort)
-		if err != nil {
-			stopIngest() // the consumer too: a failed input stops the daemon
-		}
-		err = errors.Join(err, <-consumed)
-		close(d.queue.C) // every producer has returned
-		ingestDone <- err
-	}()
-	httpDone := make(chan error, 1)
+	stage("writer", func() error {
+		defer close(writerDone)
+		defer close(abort)
+		return d.writer.Run(d.queue, hup)
+	})
+	// The forwarder stops after the writer: it saves its place, and what
+	// is not yet acknowledged goes at the next start.
+	if d.fwd != nil {
+		fwdCtx, stopFwd := context.WithCancel(context.Background())
+		g.Go(func() error { <-writerDone; stopFwd(); return nil })
+		stage("forwarder", func() error { return d.fwd.Run(fwdCtx) })
+	}
+	// HTTP answers until the rest has stopped: the last scrape sees the
+	// totals.
 	if d.server != nil {
-		go func() { httpDone <- d.server.Serve(d.listener) }()
+		part("http server", func() error {
+			if err := d.server.Serve(d.listener); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-gctx.Done()
+			pipeline.Wait()
+			sctx, cancel := context.WithTimeout(context.Background(), httpShutdownWait)
+			defer cancel()
+			d.server.Shutdown(sctx)
+			return nil
+		})
 	}
 	stopWatchdog := d.startWatchdog()
-	fwdCtx, stopFwd := context.WithCancel(context.Background())
-	fwdDone := make(chan error, 1)
-	if d.fwd != nil {
-		go func() { fwdDone <- d.fwd.Run(fwdCtx) }()
-	} else {
-		fwdDone <- nil
-	}
-	authCtx, stopAuth := context.WithCancel(context.Background())
-	authDone := make(chan struct{})
-	if d.auth != nil {
-		go func() { d.auth.Run(authCtx); close(authDone) }()
-	} else {
-		close(authDone)
-	}
 
 	d.running.Store(true)
 	d.notify.Send(sdnotify.Ready)
 	d.log.Info("started", "connect", d.cfg.Connect, "bind", d.cfg.Bind, "pull_connect", d.cfg.PullConnect,
 		"pull_bind", d.cfg.PullBind, "file", d.cfg.LogFile, "http", d.HTTPAddr())
 
-	var errs []error
-	ingestOver, sinkOver := false, false
-	select {
-	case <-ctx.Done():
+	<-gctx.Done()
+	if d.failed.Load() == nil {
 		d.log.Info("stopping: writing what was received")
-	case err := <-ingestDone:
-		ingestOver = true
-		errs = append(errs, err)
-	case err := <-sinkDone:
-		sinkOver = true
-		close(abort)
-		errs = append(errs, fmt.Errorf("writer stopped: %w", err))
-	case err := <-httpDone:
-		errs = append(errs, fmt.Errorf("http server: %w", err))
 	}
 	d.running.Store(false)
 	d.notify.Send(sdnotify.Stopping)
 	stopWatchdog()
-
-	stopIngest()
-	if !ingestOver {
-		if err := <-ingestDone; err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if !sinkOver {
-		if err := <-sinkDone; err != nil {
-			errs = append(errs, err)
-		}
-	}
-	// The forwarder stops after the writer: it saves its place, and what
-	// is not yet acknowledged goes at the next start.
-	stopFwd()
-	if err := <-fwdDone; err != nil {
-		errs = append(errs, fmt.Errorf("forwarder: %w", err))
-	}
-	stopAuth() // after the subscribers: a handshake may need it until then
-	<-authDone
+	err := g.Wait()
 	d.auth = nil
-	if d.server != nil {
-		sctx, cancel := context.WithTimeout(context.Background(), httpShutdownWait)
-		d.server.Shutdown(sctx)
-		cancel()
-	}
 	d.close()
 	d.log.Info("totals",
 		"received", d.total("aggregator_messages_received_total"),
 		"written", d.total("aggregator_lines_written_total"),
 		"dropped", d.total("aggregator_messages_dropped_total"),
 		"truncated", d.total("aggregator_messages_truncated_total"))
-	return errors.Join(errs...)
+	return err
 }
 
 // total sums every series of a counter family, for the closing log line

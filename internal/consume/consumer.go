@@ -1,8 +1,20 @@
 // Package consume is the central side of forwarding: it takes the chunks
-// of lines the edges put in a JetStream stream, in order, and hands their
-// lines to the writer, acknowledging each chunk only once its lines are in
-// the file. The last stream sequence written is kept next to the file, so
-// a chunk delivered again after a crash or a restart is not written twice.
+// of lines the edges put in a JetStream stream, in order, and writes their
+// lines, exactly once, through a SIGKILL or a power cut.
+//
+// The central's own files are the truth, as Kafka Connect's HDFS sink
+// keeps its offsets in its own files. A fetched window of chunks is
+// written as one durable batch: the writer rotates first if it would not
+// fit in the file, writes it, syncs the file once (group commit), and the
+// state saved next to the file (durably: see statefile) records the last
+// stream sequence, the file's size after it, and, for each edge, how far
+// into which of its files the central holds. Only then are the chunks
+// acknowledged. At start, whatever the file holds beyond the saved size was
+// never acknowledged and is cut off, and the durable consumer is reset to
+// the sequence after the saved one, so what a dead process had fetched
+// comes again at once rather than after AckWait. A chunk an edge sends
+// again, after any outage and past the stream's duplicate window, is
+// recognised by its message ID (edge, file, offset) and not written twice.
 package consume
 
 import (
@@ -11,11 +23,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
+	"slices"
+	"io/fs"
 	"os"
+	"strconv"
+	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -24,6 +38,8 @@ import (
 
 	"aggregator/internal/forward"
 	"aggregator/internal/ingest"
+	"aggregator/internal/sink"
+	"aggregator/internal/statefile"
 )
 
 // Options say what to consume and where the lines go.
@@ -32,6 +48,9 @@ type Options struct {
 	Stream  string
 	Durable string
 	Log     string // the live file; the state is kept next to it
+	// MaxFileBytes is the writer's file size: a durable batch is kept
+	// smaller, so that it always fits in one file.
+	MaxFileBytes int64
 }
 
 const (
@@ -40,6 +59,10 @@ const (
 	ackWait    = 30 * time.Second
 	retryMax   = 5 * time.Second
 	stateName  = ".consumed"
+	// edgeHistory is how many of each edge's files the state remembers:
+	// an edge that sends a file again after a damaged checkpoint is
+	// recognised for its last few files.
+	edgeHistory = 8
 )
 
 // Metrics are the consumer's instruments.
@@ -47,6 +70,7 @@ type Metrics struct {
 	Chunks, Lines prometheus.Counter
 	Skipped       prometheus.Counter // chunks delivered again that were already written
 	Errors        prometheus.Counter
+	Rewound       prometheus.Counter // bytes cut at start: written, never acknowledged
 }
 
 // NewMetrics registers the consumer's metrics.
@@ -57,8 +81,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Skipped: prometheus.NewCounter(prometheus.CounterOpts{Name: "aggregator_consume_redelivered_total",
 			Help: "Chunks delivered again that were already written (after a crash or a lost acknowledgement): acknowledged, not written twice."}),
 		Errors: prometheus.NewCounter(prometheus.CounterOpts{Name: "aggregator_consume_errors_total", Help: "Failures to fetch, write or acknowledge; each is retried."}),
+		Rewound: prometheus.NewCounter(prometheus.CounterOpts{Name: "aggregator_consume_rewound_bytes_total",
+			Help: "Bytes cut from the end of the live file at start: written after the last acknowledged window (before a crash), taken from the stream again."}),
 	}
-	reg.MustRegister(m.Chunks, m.Lines, m.Skipped, m.Errors)
+	reg.MustRegister(m.Chunks, m.Lines, m.Skipped, m.Errors, m.Rewound)
 	return m
 }
 
@@ -71,20 +97,89 @@ type Consumer struct {
 	js      jetstream.JetStream
 	failure atomic.Pointer[string]
 	stateF  string
+	st      state // what is durable: owned by Run
 }
 
-// state is what survives a restart: the last stream sequence written and
-// the size of the live file after it.
+// state is what survives a restart.
 type state struct {
-	Seq   uint64 `json:"seq"`
-	Size  int64  `json:"size"`
-	Inode uint64 `json:"inode"` // of the live file Size is of: a rotation since makes Size meaningless
+	Seq   uint64 `json:"seq"`   // the last stream sequence written
+	Size  int64  `json:"size"`  // of the live file after it
+	Inode uint64 `json:"inode"` // of the live file Size is of
+	// Edges are, for each edge, the files it sent from most recently
+	// (newest last) and the offset in each up to which the lines are held.
+	Edges map[string][]held `json:"edges,omitempty"`
 }
 
-// New connects (in the background) and returns the consumer.
+type held struct {
+	Segment string `json:"segment"`
+	End     int64  `json:"end"`
+}
+
+func (st state) clone() state {
+	edges := make(map[string][]held, len(st.Edges))
+	for e, h := range st.Edges {
+		edges[e] = slices.Clone(h)
+	}
+	st.Edges = edges
+	return st
+}
+
+// fresh returns what of a chunk (the bytes of segment from start) the
+// central does not hold yet, and notes that it now does. An edge reads
+// each file in order, so what it sends again starts before the end held;
+// a chunk planned anew after a lost checkpoint may overlap it, and only
+// its lines past the end are new.
+func (st *state) fresh(edge, segment string, start int64, data []byte) []byte {
+	hist := st.Edges[edge]
+	end := start + int64(len(data))
+	for i := range hist {
+		if hist[i].Segment != segment {
+			continue
+		}
+		switch {
+		case end <= hist[i].End:
+			return nil
+		case start < hist[i].End:
+			data = data[hist[i].End-start:]
+		}
+		hist[i].End = end
+		return data
+	}
+	hist = append(hist, held{segment, end})
+	if len(hist) > edgeHistory {
+		hist = hist[len(hist)-edgeHistory:]
+	}
+	st.Edges[edge] = hist
+	return data
+}
+
+// chunkID parses the message ID an edge gives a chunk: edge/segment/offset.
+func chunkID(id string) (edge, segment string, start int64, ok bool) {
+	parts := strings.Split(id, "/")
+	if len(parts) != 3 {
+		return "", "", 0, false
+	}
+	start, err := strconv.ParseInt(parts[2], 10, 64)
+	return parts[0], parts[1], start, err == nil && start >= 0
+}
+
+// New loads the state, cuts off what the live file holds beyond it, and
+// connects (in the background). It runs before the writer opens the file.
 func New(opt Options, m *Metrics, log *slog.Logger) (*Consumer, error) {
 	c := &Consumer{opt: opt, m: m, log: log, stateF: opt.Log + stateName}
-	var err error
+	from, err := statefile.Load(c.stateF, &c.st)
+	if err != nil {
+		return nil, fmt.Errorf("consumer state: %w; to take the whole stream again, remove %s and its .prev and empty %s", err, c.stateF, opt.Log)
+	}
+	if from == statefile.Previous {
+		log.Warn("consumer state missing or damaged: resuming from the one saved before it", "file", c.stateF)
+	}
+	if c.st.Edges == nil {
+		c.st.Edges = map[string][]held{}
+	}
+	if err := c.rewind(); err != nil {
+		return nil, err
+	}
 	if c.nc, err = opt.Conn.Connect("aggregator central", c.fail); err != nil {
 		return nil, err
 	}
@@ -93,6 +188,49 @@ func New(opt Options, m *Metrics, log *slog.Logger) (*Consumer, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// rewind cuts the live file back to the size saved with the last
+// acknowledged window: what is beyond was written before a crash and not
+// acknowledged, and comes again from the stream. A live file that is not
+// the one of the state was started (by a rotation) after the last window,
+// so all of it came after.
+func (c *Consumer) rewind() error {
+	if c.st.Inode == 0 {
+		return nil // nothing taken from the stream yet
+	}
+	f, err := os.OpenFile(c.opt.Log, os.O_WRONLY, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	keep := c.st.Size
+	if sink.Inode(info) != c.st.Inode {
+		keep = 0
+	}
+	switch {
+	case info.Size() > keep:
+		if err := f.Truncate(keep); err != nil {
+			return fmt.Errorf("cut %s back to the last acknowledged window: %w", c.opt.Log, err)
+		}
+		if err := f.Sync(); err != nil {
+			return err
+		}
+		c.m.Rewound.Add(float64(info.Size() - keep))
+		c.log.Info("cut what was written after the last acknowledged window; it comes again from the stream",
+			"file", c.opt.Log, "bytes", info.Size()-keep, "seq", c.st.Seq)
+	case info.Size() < keep:
+		c.log.Warn("the live file is shorter than when the last window was acknowledged: lines were removed from it since",
+			"file", c.opt.Log, "size", info.Size(), "acknowledged", keep)
+	}
+	return nil
 }
 
 // Close closes the connection of a consumer that was never run.
@@ -116,23 +254,26 @@ func (c *Consumer) fail(err error) {
 	}
 }
 
+// errGap: a chunk came after a hole that is not the stream's retention.
+var errGap = errors.New("a chunk is missing from the delivery; taking the stream again from it")
+
 // Run consumes until ctx is done, sending lines to q. abort is closed when
-// the writer has failed.
+// the writer has failed. Failures are retried with a back-off; Run returns
+// early only when the writer has stopped.
 func (c *Consumer) Run(ctx context.Context, q *ingest.Queue, abort <-chan struct{}) error {
 	defer c.nc.Close()
-	st, err := c.load()
-	if err != nil {
-		return err
-	}
-	pending := c.unacknowledgedTail(st)
 	wait := 100 * time.Millisecond
 	var cons jetstream.Consumer
 	for ctx.Err() == nil {
+		var err error
 		if cons == nil {
 			cons, err = c.consumer(ctx)
 		}
 		if err == nil {
-			err = c.round(ctx, cons, q, abort, &st, &pending)
+			err = c.round(ctx, cons, q, abort)
+		}
+		if errors.Is(err, errWriterStopped) {
+			return err
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -156,6 +297,12 @@ func (c *Consumer) Run(ctx context.Context, q *ingest.Queue, abort <-chan struct
 	return nil
 }
 
+var errWriterStopped = errors.New("the writer has stopped")
+
+// consumer finds (or creates) the durable consumer and resets it to the
+// sequence after the last one written: what it had delivered and not seen
+// acknowledged (by a process that died, or in a round that failed) comes
+// again now, in order.
 func (c *Consumer) consumer(ctx context.Context) (jetstream.Consumer, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -163,21 +310,27 @@ func (c *Consumer) consumer(ctx context.Context) (jetstream.Consumer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stream %s: %w", c.opt.Stream, err)
 	}
-	return s.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+	cons, err := s.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
 		Durable:       c.opt.Durable,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		AckWait:       ackWait,
 		MaxAckPending: 4 * fetchBatch,
 	})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.ResetConsumerToSequence(ctx, c.opt.Durable, c.st.Seq+1); err != nil {
+		return nil, fmt.Errorf("reset consumer %s to sequence %d (nats-server 2.14 or later): %w", c.opt.Durable, c.st.Seq+1, err)
+	}
+	return cons, nil
 }
 
-// round fetches up to a batch of chunks, writes the new ones in stream
-// order, waits for the writer, saves the sequence and acknowledges. Any
-// early return first hands back (Nak) what it fetched and did not finish,
-// so that it comes again at once, in order, rather than after AckWait
-// while later chunks overtake it.
-func (c *Consumer) round(ctx context.Context, cons jetstream.Consumer, q *ingest.Queue, abort <-chan struct{}, st *state, pending *[]byte) (err error) {
+// round fetches a window of chunks and writes what is new in it as durable
+// batches, each saving the state once synced; then it acknowledges the
+// window. Any early return first hands back (Nak) what it fetched and did
+// not finish.
+func (c *Consumer) round(ctx context.Context, cons jetstream.Consumer, q *ingest.Queue, abort <-chan struct{}) (err error) {
 	batch, err := cons.Fetch(fetchBatch, jetstream.FetchMaxWait(fetchWait))
 	if err != nil {
 		return fmt.Errorf("fetch: %w", err)
@@ -200,69 +353,91 @@ func (c *Consumer) round(ctx context.Context, cons jetstream.Consumer, q *ingest
 	if len(msgs) == 0 {
 		return ctx.Err()
 	}
-	done := make(chan error, len(msgs))
-	writing, last := 0, st.Seq
+
+	// Plan: the window's new lines, in durable batches that each fit in
+	// a file, and the state each leaves.
+	type write struct {
+		records []ingest.Record
+		bytes   int
+		after   state
+	}
+	next := c.st.clone()
+	var writes []write
+	var cur write
+	limit := max(c.opt.MaxFileBytes/2, 1)
+	var gap error
 	for i, m := range msgs {
 		meta, err := m.Metadata()
 		if err != nil {
 			return err
 		}
 		seq := meta.Sequence.Stream
-		if seq <= last {
-			c.m.Skipped.Inc() // written before its acknowledgement was lost
+		if seq <= next.Seq {
+			c.m.Skipped.Inc() // written before; its acknowledgement was lost
 			continue
 		}
-		if last > 0 && seq != last+1 && !c.gapIsRetention(ctx, last+1) {
-			// An earlier chunk is still out (delivered, not acknowledged):
-			// take it first. What is fetched from here on comes again.
+		if seq != next.Seq+1 && !c.gapIsRetention(ctx, next.Seq+1) {
 			for _, later := range msgs[i:] {
 				later.Nak()
 			}
-			msgs = msgs[:i]
+			msgs, gap = msgs[:i], errGap
 			break
 		}
-		last = seq
-		out := annotate(m.Data(), m.Headers().Get("Aggregator-Edge"))
-		if len(*pending) > 0 && bytes.HasPrefix(*pending, out) {
-			// Written just before a crash or a failed write, not yet acknowledged.
-			*pending = (*pending)[len(out):]
-			c.m.Skipped.Inc()
-			continue
+		next.Seq = seq
+		data := m.Data()
+		if edge, segment, start, ok := chunkID(m.Headers().Get(jetstream.MsgIDHeader)); ok {
+			if data = next.fresh(edge, segment, start, data); len(data) == 0 {
+				c.m.Skipped.Inc() // sent again by its edge
+				continue
+			}
 		}
-		*pending = nil
-		b := q.Get()
-		b.Raw = true
-		b.Done = func(err error) { done <- err }
+		out := annotate(data, m.Headers().Get("Aggregator-Edge"))
+		if cur.bytes > 0 && int64(cur.bytes+len(out)) > limit {
+			cur.after = next.clone()
+			cur.after.Seq = seq - 1
+			writes = append(writes, cur)
+			cur = write{}
+		}
 		for line := range bytes.Lines(out) {
-			b.Records = append(b.Records, ingest.Record{Frames: [][]byte{line[:len(line)-1]}})
-			b.Bytes += len(line) - 1
+			cur.records = append(cur.records, ingest.Record{Frames: [][]byte{line[:len(line)-1]}})
+			cur.bytes += len(line)
 		}
-		c.m.Lines.Add(float64(len(b.Records)))
+	}
+	if next.Seq == c.st.Seq {
+		return gap // nothing new: what came was all acknowledged before
+	}
+	cur.after = next
+	writes = append(writes, cur) // even without lines: the sequence is saved
+
+	// Write: one batch at a time, each durable and its state saved by the
+	// writer's goroutine before the next can be rotated past.
+	done := make(chan error, 1)
+	for _, w := range writes {
+		b := q.Get()
+		b.Raw, b.Durable = true, true
+		b.Records = append(b.Records, w.records...)
+		b.Bytes = w.bytes - len(w.records)
+		after := w.after
+		b.Done = func(res ingest.Written) {
+			if res.Err == nil {
+				after.Size, after.Inode = res.Size, res.Inode
+				res.Err = statefile.Save(c.stateF, after)
+			}
+			done <- res.Err
+		}
+		c.m.Lines.Add(float64(len(w.records)))
 		if !q.Send(b, abort) {
-			return errors.New("the writer has stopped")
+			return errWriterStopped
 		}
-		writing++
-	}
-	var writeErr error
-	for range writing { // every result, so that nothing is still being written
-		if err := <-done; err != nil && writeErr == nil {
-			writeErr = err
+		select {
+		case err := <-done:
+			if err != nil {
+				return fmt.Errorf("write: %w", err)
+			}
+		case <-abort:
+			return errWriterStopped
 		}
-	}
-	if writeErr != nil {
-		// Some chunks may be in the file, one may be cut: the tail beyond
-		// the saved size tells which when they come again.
-		*pending = c.unacknowledgedTail(*st)
-		return fmt.Errorf("write: %w", writeErr)
-	}
-	if last != st.Seq {
-		st.Seq = last
-		if info, err := os.Stat(c.opt.Log); err == nil {
-			st.Size, st.Inode = info.Size(), inode(info)
-		}
-		if err := c.save(*st); err != nil {
-			return err
-		}
+		c.st = after
 	}
 	for _, m := range msgs {
 		if err := m.Ack(); err != nil {
@@ -271,7 +446,7 @@ func (c *Consumer) round(ctx context.Context, cons jetstream.Consumer, q *ingest
 		acked++
 		c.m.Chunks.Inc()
 	}
-	return nil
+	return gap
 }
 
 // gapIsRetention reports whether the stream no longer holds seq (its
@@ -291,13 +466,6 @@ func (c *Consumer) gapIsRetention(ctx context.Context, seq uint64) bool {
 	c.m.Errors.Inc()
 	c.log.Error("chunks removed from the stream before they were written", "from", seq, "to", info.State.FirstSeq-1)
 	return true
-}
-
-func inode(info os.FileInfo) uint64 {
-	if st, ok := info.Sys().(*syscall.Stat_t); ok {
-		return st.Ino
-	}
-	return 0
 }
 
 // annotate adds the edge's name to each line of a chunk: a JSON line gets
@@ -331,30 +499,3 @@ func annotate(chunk []byte, edge string) []byte {
 	return out
 }
 
-// unacknowledgedTail is what the live file holds beyond the size saved
-// with the last sequence: lines written for chunks whose acknowledgement
-// a crash prevented. Chunks delivered again are compared with it.
-func (c *Consumer) unacknowledgedTail(st state) []byte {
-	f, err := os.Open(c.opt.Log)
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	info, err := f.Stat()
-	if err != nil || inode(info) != st.Inode || info.Size() <= st.Size || info.Size()-st.Size > 64<<20 {
-		return nil
-	}
-	tail := make([]byte, info.Size()-st.Size)
-	if _, err := f.ReadAt(tail, st.Size); err != nil && !errors.Is(err, io.EOF) {
-		return nil
-	}
-	return tail
-}
-
-func (c *Consumer) load() (state, error) {
-	var st state
-	err := forward.LoadState(c.stateF, &st)
-	return st, err
-}
-
-func (c *Consumer) save(st state) error { return forward.SaveState(c.stateF, st) }

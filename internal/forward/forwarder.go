@@ -98,7 +98,10 @@ func New(opt Options, m *Metrics, log *slog.Logger) (*Forwarder, error) {
 	if f.nc, err = opt.Connect("aggregator edge "+opt.Edge, f.fail); err != nil {
 		return nil, err
 	}
-	if f.js, err = jetstream.New(f.nc, jetstream.WithPublishAsyncMaxPending(windowChunks)); err != nil {
+	if f.js, err = jetstream.New(f.nc, jetstream.WithPublishAsyncMaxPending(windowChunks),
+		// An acknowledgement lost without a reconnect must fail its
+		// future, not hold a place among the pending ones for ever.
+		jetstream.WithPublishAsyncTimeout(ackWait)); err != nil {
 		f.nc.Close()
 		return nil, err
 	}
@@ -298,6 +301,12 @@ func (f *Forwarder) forward(ctx context.Context, cp *checkpoint) error {
 			}
 			f.behind.Store(true)
 			f.m.LagBytes.Set(float64(f.lag(seg, cp.Acked.Offset)))
+			// The window's lines are on this disk before they leave it: a
+			// power cut must not take from the edge lines the stream has,
+			// whose offsets new lines would then reuse.
+			if err := seg.sync(); err != nil {
+				return err
+			}
 			if err := f.save(*cp); err != nil {
 				return err
 			}

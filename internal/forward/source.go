@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"syscall"
 
 	"aggregator/internal/sink"
 )
@@ -58,6 +59,19 @@ type segment struct {
 	r      *bufio.Reader
 	closer io.Closer
 	file   *os.File // the live file, or a backup not yet gzipped: to see whether it is still the live one
+}
+
+// sync makes the file's lines durable (fdatasync through the reading
+// descriptor syncs the file, whoever wrote it); a compressed backup was
+// synced when it was made.
+func (s *segment) sync() error {
+	if s.file == nil {
+		return nil
+	}
+	if err := syscall.Fdatasync(int(s.file.Fd())); err != nil {
+		return fmt.Errorf("sync %s: %w", s.name, err)
+	}
+	return nil
 }
 
 // openSegment opens name and skips to offset.

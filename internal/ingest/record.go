@@ -44,13 +44,27 @@ type Batch struct {
 	// Raw marks records whose first frame is a finished line (a line a
 	// central daemon takes from the stream): the writer writes it as it is.
 	Raw bool
-	// Done, when set, is called once the batch's lines are in the file
-	// (nil) or could not be written.
-	Done func(error)
+	// Durable asks the writer to keep the batch's lines in one file (it
+	// rotates first when they would not fit) and to sync the file before
+	// Done: the central's group commit, one fdatasync per batch.
+	Durable bool
+	// Done, when set, is called by the writer's goroutine once the batch's
+	// lines are written (and, with Durable, synced) or could not be. A
+	// rotation cannot fall between the write and Done, so what Done saves
+	// of Written describes the file as it is.
+	Done func(Written)
 
 	buf    []byte   // the packed messages the records' frames point into (C memory, see recv.go)
 	frames [][]byte // backing array for the records' Frames
 	closed bool     // buf has no room for another message
+}
+
+// Written is what the writer tells a batch's Done: whether its lines are
+// written, and the live file's identity and size after them.
+type Written struct {
+	Err   error
+	Inode uint64
+	Size  int64
 }
 
 // Batch limits: a batch is handed on when it holds maxBatchRecords records
@@ -75,6 +89,7 @@ func (b *Batch) reset() {
 	b.Bytes = 0
 	b.closed = false
 	b.Raw = false
+	b.Durable = false
 	b.Done = nil
 }
 

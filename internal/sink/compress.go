@@ -16,6 +16,8 @@ import (
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+
+	"aggregator/internal/statefile"
 )
 
 // Codec is how rotated backups are compressed: "gzip", "zstd", or "" for
@@ -245,13 +247,21 @@ func (c *compressor) compress(ctx context.Context, name string) (err error) {
 	if err = zw.Close(); err != nil {
 		return err
 	}
-	if err = dst.Close(); err != nil {
+	// The compressed copy is on disk, under its name, before the original
+	// goes: a power cut leaves one or the other, whole.
+	if err = errors.Join(dst.Sync(), dst.Close()); err != nil {
 		return err
 	}
 	if err = os.Rename(tmp, name+c.codec.suffix()); err != nil {
 		return err
 	}
-	return os.Remove(name)
+	if err = statefile.SyncDir(c.dir); err != nil {
+		return err
+	}
+	if err = os.Remove(name); err != nil {
+		return err
+	}
+	return statefile.SyncDir(c.dir)
 }
 
 // unforwardedFactor: backups not yet forwarded are kept past the limits,

@@ -22,6 +22,8 @@ type Metrics struct {
 	// PrunedUnforwarded counts backups removed before the forwarder sent
 	// them, because too many waited.
 	PrunedUnforwarded prometheus.Counter
+	SyncSeconds       prometheus.Histogram
+	SyncErrors        prometheus.Counter
 
 	droppedWrite, droppedTooLong prometheus.Counter
 }
@@ -71,6 +73,15 @@ func NewMetrics(reg prometheus.Registerer, dropped *prometheus.CounterVec) *Metr
 			Name: "aggregator_backups_removed_unforwarded_total",
 			Help: "Rotated backups removed before they were forwarded to NATS: more than 10 times AGG_MAX_BACKUPS waited.",
 		}),
+		SyncSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "aggregator_file_sync_seconds",
+			Help:    "Time taken by each sync (fdatasync) of the log file: at AGG_SYNC_INTERVAL, at rotation and stop, before forwarding and before a central acknowledges.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}),
+		SyncErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "aggregator_file_sync_errors_total",
+			Help: "Syncs of the log file that failed (the disk reported an error): what they covered may not survive a power cut.",
+		}),
 		droppedWrite:   dropped.WithLabelValues(DropWriteError),
 		droppedTooLong: dropped.WithLabelValues(DropLineTooLong),
 	}
@@ -79,6 +90,6 @@ func NewMetrics(reg prometheus.Registerer, dropped *prometheus.CounterVec) *Metr
 	m.Rotations.WithLabelValues("size")
 	m.Rotations.WithLabelValues("time")
 	reg.MustRegister(m.Lines, m.Bytes, m.WriteErrors, m.Rotations, m.Reopens,
-		m.Compressed, m.CompressErrors, m.CompressPending, m.Pruned, m.PrunedUnforwarded)
+		m.Compressed, m.CompressErrors, m.CompressPending, m.Pruned, m.PrunedUnforwarded, m.SyncSeconds, m.SyncErrors)
 	return m
 }

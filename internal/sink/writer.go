@@ -4,15 +4,19 @@ package sink
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"gopkg.in/natefinch/lumberjack.v2"
 
 	"aggregator/internal/ingest"
+	"aggregator/internal/statefile"
 )
 
 // Options configure the writer.
@@ -35,6 +39,10 @@ type Options struct {
 	// BufferBytes is the write batch: lines are written when this much
 	// has gathered, or sooner (see FlushInterval).
 	BufferBytes int
+	// SyncInterval is the longest written lines wait before the file is
+	// synced (fdatasync); 0 syncs only at rotation, at stop and for
+	// Durable batches. A power cut loses at most this much.
+	SyncInterval time.Duration
 	// Written, when set, is called after each write that reached the
 	// file; it must not block (the forwarder's Notify).
 	Written func()
@@ -70,7 +78,13 @@ type Writer struct {
 	lastRotate time.Time
 	nextRotate time.Time
 	lastErrLog time.Time
-	done       []func(error) // Done callbacks of batches encoded and not yet flushed
+	done       []func(ingest.Written) // Done callbacks of batches encoded and not yet flushed
+	live       *os.File               // the live file, opened beside lumberjack's: what sync syncs
+	inode      uint64                 // of live
+	dirty      bool                   // written since the last sync
+	wantSync   bool                   // a Durable batch is in the buffer
+	durableAt  int64                  // where the Durable batch in the buffer starts; -1 when none is
+	lastSync   time.Time
 
 	err   atomic.Pointer[string] // last write error, for readiness; nil when healthy
 	alive atomic.Int64           // Unix nanoseconds of the loop's last tick, for the watchdog
@@ -93,11 +107,12 @@ func New(opt Options, m *Metrics, log *slog.Logger) (*Writer, error) {
 			LocalTime: false,
 			Compress:  false, // compression and retention: see compressor
 		},
-		enc:      encoder{format: opt.Format, clock: newClock(opt.Location)},
-		maxBytes: int64(opt.MaxSizeMB) << 20,
-		m:        m,
-		log:      log,
-		buf:      make([]byte, 0, opt.BufferBytes+opt.BufferBytes/4),
+		enc:       encoder{format: opt.Format, clock: newClock(opt.Location)},
+		maxBytes:  int64(opt.MaxSizeMB) << 20,
+		m:         m,
+		log:       log,
+		buf:       make([]byte, 0, opt.BufferBytes+opt.BufferBytes/4),
+		durableAt: -1,
 	}
 	w.comp = newCompressor(opt.Path, opt.Compress, opt.MaxBackups, opt.MaxAgeDays, opt.Unforwarded, m, log)
 	if err := w.open(); err != nil {
@@ -109,19 +124,64 @@ func New(opt Options, m *Metrics, log *slog.Logger) (*Writer, error) {
 	return w, nil
 }
 
+// open opens the file at the path (creating it) beside lumberjack, which
+// opens lazily on the first write: a path that cannot be written fails now
+// rather than at the first message, and the writer has a descriptor of its
+// own to sync, since lumberjack exposes none. Both name the same file:
+// only Run's goroutine rotates and reopens.
 func (w *Writer) open() error {
-	// lumberjack opens lazily, on the first write; open here to find a path
-	// that cannot be written now rather than at the first message.
 	f, err := os.OpenFile(w.opt.Path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", w.opt.Path, err)
 	}
-	defer f.Close()
 	info, err := f.Stat()
+	if err == nil {
+		// A file just created exists after a power cut only once its
+		// directory entry is synced.
+		err = statefile.SyncDir(filepath.Dir(w.opt.Path))
+	}
 	if err != nil {
+		f.Close()
 		return fmt.Errorf("open %s: %w", w.opt.Path, err)
 	}
+	if w.live != nil {
+		w.live.Close()
+	}
+	w.live, w.inode, w.dirty = f, Inode(info), false
 	w.size = info.Size()
+	return nil
+}
+
+// Inode is the inode number of a file, 0 where the system has none.
+func Inode(info os.FileInfo) uint64 {
+	if st, ok := info.Sys().(*syscall.Stat_t); ok {
+		return st.Ino
+	}
+	return 0
+}
+
+// sync makes what was written to the live file durable. fdatasync, not
+// fsync: the size is synced with the data, the times are not needed.
+func (w *Writer) sync() error {
+	if !w.dirty {
+		return nil
+	}
+	start := time.Now()
+	err := syscall.Fdatasync(int(w.live.Fd()))
+	w.lastSync = time.Now()
+	w.m.SyncSeconds.Observe(w.lastSync.Sub(start).Seconds())
+	if err != nil {
+		w.m.SyncErrors.Inc()
+		err = fmt.Errorf("sync %s: %w", w.opt.Path, err)
+		msg := err.Error()
+		w.err.Store(&msg)
+		if now := time.Now(); now.Sub(w.lastErrLog) >= 10*time.Second {
+			w.lastErrLog = now
+			w.log.Error("sync failed", "file", w.opt.Path, "err", err)
+		}
+		return err
+	}
+	w.dirty = false
 	return nil
 }
 
@@ -159,7 +219,8 @@ func (w *Writer) Run(q *ingest.Queue, reopen <-chan struct{}) error {
 		case b, ok := <-q.C:
 			if !ok {
 				w.flush()
-				err := w.lj.Close()
+				w.sync() // a clean stop leaves everything on disk
+				err := errors.Join(w.lj.Close(), w.live.Close())
 				w.stopCompressor(stopComp, cancelComp)
 				if err != nil {
 					return fmt.Errorf("close %s: %w", w.opt.Path, err)
@@ -175,6 +236,9 @@ func (w *Writer) Run(q *ingest.Queue, reopen <-chan struct{}) error {
 		case now := <-tick.C:
 			w.alive.Store(now.UnixNano())
 			w.flush()
+			if w.opt.SyncInterval > 0 && w.dirty && now.Sub(w.lastSync) >= w.opt.SyncInterval {
+				w.sync()
+			}
 			if !w.nextRotate.IsZero() && !now.Before(w.nextRotate) {
 				if w.size > 0 { // an idle period leaves no empty backups behind
 					w.rotate("time")
@@ -204,9 +268,37 @@ func (w *Writer) stopCompressor(stop chan struct{}, cancel context.CancelFunc) {
 
 // encode appends b's records as lines, writing whenever the buffer is full.
 func (w *Writer) encode(b *ingest.Batch) {
-	if b.Done != nil {
-		defer func() { w.done = append(w.done, b.Done) }()
+	if b.Durable {
+		w.encodeDurable(b)
+		return
 	}
+	w.appendRecords(b, true)
+	if b.Done != nil {
+		w.done = append(w.done, b.Done)
+	}
+}
+
+// encodeDurable writes a Durable batch by itself: in one write, to one
+// file (started first when the batch would not fit in this one), synced
+// before its Done. A batch whose write or sync fails is cut back out of
+// the file, so that it is there whole or not at all; it comes again.
+func (w *Writer) encodeDurable(b *ingest.Batch) {
+	w.flush()
+	if need := int64(b.Bytes + len(b.Records)); w.size > 0 && w.size+need > w.maxBytes {
+		w.rotate("size")
+	}
+	w.durableAt = w.size
+	w.appendRecords(b, false)
+	if b.Done != nil {
+		w.done = append(w.done, b.Done)
+	}
+	w.wantSync = true
+	w.flush()
+}
+
+// appendRecords encodes b's records into the buffer; with flushFull, a
+// full buffer is written on the way.
+func (w *Writer) appendRecords(b *ingest.Batch, flushFull bool) {
 	for i := range b.Records {
 		start := len(w.buf)
 		if b.Raw {
@@ -228,7 +320,7 @@ func (w *Writer) encode(b *ingest.Batch) {
 			w.buf = append(w.buf, line...)
 		}
 		w.lines++
-		if len(w.buf) >= w.opt.BufferBytes {
+		if flushFull && len(w.buf) >= w.opt.BufferBytes {
 			w.flush()
 		}
 	}
@@ -252,10 +344,15 @@ func (w *Writer) flush() {
 	}
 	n, err := w.lj.Write(w.buf)
 	w.size += int64(n)
-	defer w.finish(err)
-	if err != nil {
+	w.dirty = w.dirty || n > 0
+	switch {
+	case err != nil && w.durableAt >= 0:
+		w.failed("write failed; the batch comes again", err)
+		w.partial = n > 0 && w.buf[n-1] != '\n'
+		w.cutBack()
+	case err != nil:
 		w.writeFailed(err, n)
-	} else {
+	default:
 		w.partial = false
 		w.err.Store(nil)
 		w.m.Lines.Add(float64(w.lines))
@@ -266,16 +363,47 @@ func (w *Writer) flush() {
 	w.m.Bytes.Add(float64(n))
 	w.buf = w.buf[:0]
 	w.lines = 0
+	w.finish(err)
 }
 
 // finish tells the batches whose lines were in the buffer how the write
 // went.
 func (w *Writer) finish(err error) {
+	if err == nil && w.wantSync {
+		if err = w.sync(); err != nil && w.durableAt >= 0 {
+			w.cutBack()
+		}
+	}
+	w.wantSync, w.durableAt = false, -1
 	for _, done := range w.done {
-		done(err)
+		done(ingest.Written{Err: err, Inode: w.inode, Size: w.size})
 	}
 	clear(w.done)
 	w.done = w.done[:0]
+}
+
+// cutBack removes from the file what a failed Durable batch wrote of
+// itself. lumberjack is closed so that it opens the file again and learns
+// its size.
+func (w *Writer) cutBack() {
+	if err := w.live.Truncate(w.durableAt); err != nil {
+		w.log.Error("cut back a failed write", "file", w.opt.Path, "err", err)
+		return
+	}
+	w.lj.Close()
+	w.size, w.partial = w.durableAt, false
+}
+
+// failed records an error of the file for readiness, counts it, and logs
+// it once per interval at most: a full disk fails every write.
+func (w *Writer) failed(what string, err error) {
+	w.m.WriteErrors.Inc()
+	msg := err.Error()
+	w.err.Store(&msg)
+	if now := time.Now(); now.Sub(w.lastErrLog) >= 10*time.Second {
+		w.lastErrLog = now
+		w.log.Error(what, "file", w.opt.Path, "err", err)
+	}
 }
 
 // writeFailed accounts for a failed write: the lines not written are
@@ -305,6 +433,9 @@ func (w *Writer) rotate(reason string) {
 	if d := time.Millisecond - time.Since(w.lastRotate); d > 0 {
 		time.Sleep(d)
 	}
+	// The backup keeps its lines through a power cut: synced before the
+	// rename, which is synced after it.
+	w.sync()
 	if err := w.lj.Rotate(); err != nil {
 		msg := err.Error()
 		w.err.Store(&msg)
@@ -313,6 +444,11 @@ func (w *Writer) rotate(reason string) {
 		return
 	}
 	w.lastRotate = time.Now()
+	if err := w.open(); err != nil { // lumberjack's new file, and the rename, synced
+		msg := err.Error()
+		w.err.Store(&msg)
+		w.log.Error("open after rotation", "file", w.opt.Path, "err", err)
+	}
 	w.size = 0
 	w.partial = false
 	w.m.Rotations.WithLabelValues(reason).Inc()
@@ -325,6 +461,7 @@ func (w *Writer) rotate(reason string) {
 // reopen closes the file and opens whatever is at the path now: after an
 // external logrotate has moved it away, a new file is created.
 func (w *Writer) reopen() {
+	w.sync() // the file moved away keeps what was written to it
 	if err := w.lj.Close(); err != nil {
 		w.log.Error("close for reopen", "file", w.opt.Path, "err", err)
 	}
@@ -347,4 +484,4 @@ func (w *Writer) Alive(d time.Duration) bool {
 
 // Close closes the file of a writer whose Run never started; Run closes
 // its own.
-func (w *Writer) Close() error { return w.lj.Close() }
+func (w *Writer) Close() error { return errors.Join(w.lj.Close(), w.live.Close()) }
