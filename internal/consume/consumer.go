@@ -23,10 +23,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
-	"slices"
 	"io/fs"
+	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -498,4 +498,3 @@ func annotate(chunk []byte, edge string) []byte {
 	}
 	return out
 }
-
