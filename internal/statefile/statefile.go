@@ -105,6 +105,13 @@ func Load(path string, v any) (Source, error) {
 	if err := json.Unmarshal(state, v); err != nil {
 		return None, fmt.Errorf("%s: %w: %v", path, ErrDamaged, err)
 	}
+	if from == Previous && errors.Is(errCur, ErrDamaged) {
+		// Set aside, for a look, and so that the next Save does not keep
+		// it as the previous state.
+		if err := os.Rename(path, path+".damaged"); err != nil {
+			return None, err
+		}
+	}
 	return from, nil
 }
 

@@ -43,6 +43,23 @@ func TestSaveLoadAndFallBack(t *testing.T) {
 		if from, err := Load(path, &got); err != nil || from != Previous || got.Seq != 2 {
 			t.Errorf("%s: got %+v from %v: %v", name, got, from, err)
 		}
+		if _, err := os.Stat(path + ".damaged"); err != nil {
+			t.Errorf("%s: not set aside: %v", name, err)
+		}
+		os.WriteFile(path, data, 0o600)
+	}
+	// The next save after a fall back keeps the good state as the one before.
+	os.WriteFile(path, nil, 0o600)
+	Load(path, &got)
+	if err := Save(path, pos{4}); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(path, nil, 0o600)
+	if from, err := Load(path, &got); err != nil || from != Previous || got.Seq != 2 {
+		t.Errorf("after a fall back and a save: got %+v from %v: %v", got, from, err)
+	}
+	if err := Save(path, pos{3}); err != nil {
+		t.Fatal(err)
 	}
 
 	// The current missing (a crash between the two renames): the previous.
