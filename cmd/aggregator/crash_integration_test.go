@@ -2,11 +2,15 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"aggregator/internal/eventually"
 	"aggregator/internal/sink"
@@ -137,4 +141,71 @@ func TestCrashesLoseNothingAndWriteNothingTwice(t *testing.T) {
 	if code := exitCode(cmd.Run()); code == 0 || !strings.Contains(stderr.String(), "damaged") {
 		t.Errorf("exit %d with both state files damaged:\n%s", code, stderr)
 	}
+}
+
+// TestResendPastTheDuplicateWindow: a chunk an edge sends again after the
+// stream has forgotten its ID (an outage longer than the duplicate
+// window; here a stream with a window of 1 s) is stored twice by
+// JetStream, and written once by the central, which knows it by the
+// edge's file and offset.
+func TestResendPastTheDuplicateWindow(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs nats-server")
+	}
+	ns := startNATS(t)
+	nc, err := nats.Connect(ns.url())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	stream, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "AGGREGATOR", Subjects: []string{"aggregator.lines"}, Duplicates: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, bindEP := publishers(t)
+	edgeEnv := map[string]string{
+		"AGG_BIND": bindEP, "AGG_NATS_URL": ns.url(), "AGG_NATS_EDGE": "edge1",
+		"AGG_LOG_FILE": t.TempDir() + "/subscriber.log", "AGG_HTTP_ADDR": freeAddr(t),
+	}
+	centralEnv := map[string]string{
+		"AGG_NATS_URL": ns.url(), "AGG_NATS_CONSUME": "AGGREGATOR",
+		"AGG_LOG_FILE": t.TempDir() + "/central.log", "AGG_HTTP_ADDR": freeAddr(t),
+	}
+	edge := startAgg(t, edgeEnv)
+	central := startAggNotReady(t, centralEnv)
+	pub := connectTo(t, bindEP)
+	subscribed(t, pub)
+	for i := range 3000 {
+		pub.Send([]byte(fmt.Sprintf("line %d", i)))
+	}
+	edge.waitMetric("aggregator_forward_lines_total", 3000)
+	central.waitMetric("aggregator_consume_lines_total", 3000)
+	before := logBytes(t, centralEnv["AGG_LOG_FILE"])
+
+	// The edge's resend, as it would come after a long outage: every
+	// chunk again, same data, same headers, the duplicate window past.
+	time.Sleep(1500 * time.Millisecond)
+	info, err := stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+		m, err := stream.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := nats.NewMsg(m.Subject)
+		msg.Data, msg.Header = m.Data, m.Header
+		if ack, err := js.PublishMsg(ctx, msg); err != nil || ack.Duplicate {
+			t.Fatalf("resend of %d: %v (duplicate %v): the stream should take it again", seq, err, ack != nil && ack.Duplicate)
+		}
+	}
+	chunks := int(info.State.LastSeq - info.State.FirstSeq + 1)
+	central.waitMetric("aggregator_consume_redelivered_total", float64(chunks))
+	time.Sleep(500 * time.Millisecond)
+	sameLines(t, logBytes(t, centralEnv["AGG_LOG_FILE"]), before)
+	t.Logf("%d chunks sent again past the duplicate window: stored again by JetStream, written once", chunks)
 }
