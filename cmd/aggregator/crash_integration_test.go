@@ -108,6 +108,33 @@ func TestCrashesLoseNothingAndWriteNothingTwice(t *testing.T) {
 		t.Log("the last central had nothing left to take")
 	}
 
+	// Kills the moment the central has rotated: its backup is being
+	// compressed, and the next window is going to the new file.
+	sent = make(chan struct{})
+	go func() {
+		defer close(sent)
+		for i := range 40_000 {
+			pub.Send([]byte(fmt.Sprintf("rotating %d %s", i, strings.Repeat("r", 60))))
+			if i%500 == 499 {
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+	}()
+	rotationKills := 0
+	for deadline := time.Now().Add(30 * time.Second); rotationKills < 2 && time.Now().Before(deadline); {
+		if strings.Contains(central.stderr.String(), "msg=rotated") {
+			central.kill()
+			central = startAggNotReady(t, centralEnv)
+			rotationKills++
+		}
+		time.Sleep(time.Millisecond)
+	}
+	<-sent
+	if rotationKills < 2 {
+		t.Errorf("the central rotated %d times while lines came, want 2 kills at a rotation", rotationKills)
+	}
+	t.Logf("converged %v after %d kills at a rotation", converged("after kills at a rotation"), rotationKills)
+
 	// A damaged state file: the central resumes from the one before it.
 	for _, damage := range []string{"truncated", "empty"} {
 		central.kill()

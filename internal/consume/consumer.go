@@ -383,21 +383,23 @@ func (c *Consumer) round(ctx context.Context, cons jetstream.Consumer, q *ingest
 			msgs, gap = msgs[:i], errGap
 			break
 		}
+		data, edge := m.Data(), m.Headers().Get("Aggregator-Edge")
+		// A batch that would grow past the limit is closed before this
+		// chunk is taken into the state: the state it leaves must not
+		// claim the chunk. The bound is what annotate can add a line.
+		if bound := len(data) + bytes.Count(data, []byte{'\n'})*(len(edge)+12); cur.bytes > 0 && int64(cur.bytes+bound) > limit {
+			cur.after = next.clone()
+			writes = append(writes, cur)
+			cur = write{}
+		}
 		next.Seq = seq
-		data := m.Data()
-		if edge, segment, start, ok := chunkID(m.Headers().Get(jetstream.MsgIDHeader)); ok {
-			if data = next.fresh(edge, segment, start, data); len(data) == 0 {
+		if edgeID, segment, start, ok := chunkID(m.Headers().Get(jetstream.MsgIDHeader)); ok {
+			if data = next.fresh(edgeID, segment, start, data); len(data) == 0 {
 				c.m.Skipped.Inc() // sent again by its edge
 				continue
 			}
 		}
-		out := annotate(data, m.Headers().Get("Aggregator-Edge"))
-		if cur.bytes > 0 && int64(cur.bytes+len(out)) > limit {
-			cur.after = next.clone()
-			cur.after.Seq = seq - 1
-			writes = append(writes, cur)
-			cur = write{}
-		}
+		out := annotate(data, edge)
 		for line := range bytes.Lines(out) {
 			cur.records = append(cur.records, ingest.Record{Frames: [][]byte{line[:len(line)-1]}})
 			cur.bytes += len(line)
