@@ -97,7 +97,8 @@ type Consumer struct {
 	js      jetstream.JetStream
 	failure atomic.Pointer[string]
 	stateF  string
-	st      state // what is durable: owned by Run
+	st      state       // what is durable: owned by Run
+	noReset atomic.Bool // the server has no consumer reset (logged once)
 }
 
 // state is what survives a restart.
@@ -320,8 +321,18 @@ func (c *Consumer) consumer(ctx context.Context) (jetstream.Consumer, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := s.ResetConsumerToSequence(ctx, c.opt.Durable, c.st.Seq+1); err != nil {
-		return nil, fmt.Errorf("reset consumer %s to sequence %d (nats-server 2.14 or later): %w", c.opt.Durable, c.st.Seq+1, err)
+	_, err = s.ResetConsumerToSequence(ctx, c.opt.Durable, c.st.Seq+1)
+	var apiErr *jetstream.APIError
+	switch {
+	case err == nil:
+	case errors.As(err, &apiErr) && !errors.Is(err, jetstream.ErrConsumerNotFound), errors.Is(err, nats.ErrNoResponders):
+		// A server without the reset: what a killed central had fetched
+		// comes again after AckWait instead, and nothing is written twice.
+		if !c.noReset.Swap(true) {
+			c.log.Warn("the NATS server cannot reset a consumer: after a crash, what was fetched comes again after AckWait", "ack_wait", ackWait, "err", err)
+		}
+	default:
+		return nil, fmt.Errorf("reset consumer %s to sequence %d: %w", c.opt.Durable, c.st.Seq+1, err)
 	}
 	return cons, nil
 }
