@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"gopkg.in/natefinch/lumberjack.v2"
 
 	"aggregator/internal/ingest"
@@ -171,14 +172,8 @@ func (w *Writer) sync() error {
 	w.lastSync = time.Now()
 	w.m.SyncSeconds.Observe(w.lastSync.Sub(start).Seconds())
 	if err != nil {
-		w.m.SyncErrors.Inc()
 		err = fmt.Errorf("sync %s: %w", w.opt.Path, err)
-		msg := err.Error()
-		w.err.Store(&msg)
-		if now := time.Now(); now.Sub(w.lastErrLog) >= 10*time.Second {
-			w.lastErrLog = now
-			w.log.Error("sync failed", "file", w.opt.Path, "err", err)
-		}
+		w.failed(w.m.SyncErrors, "sync failed", err)
 		return err
 	}
 	w.dirty = false
@@ -347,7 +342,7 @@ func (w *Writer) flush() {
 	w.dirty = w.dirty || n > 0
 	switch {
 	case err != nil && w.durableAt >= 0:
-		w.failed("write failed; the batch comes again", err)
+		w.failed(w.m.WriteErrors, "write failed; the batch comes again", err)
 		w.partial = n > 0 && w.buf[n-1] != '\n'
 		w.cutBack()
 	case err != nil:
@@ -394,15 +389,15 @@ func (w *Writer) cutBack() {
 	w.size, w.partial = w.durableAt, false
 }
 
-// failed records an error of the file for readiness, counts it, and logs
-// it once per interval at most: a full disk fails every write.
-func (w *Writer) failed(what string, err error) {
-	w.m.WriteErrors.Inc()
+// failed records an error of the file for readiness, counts it in c, and
+// logs it once per interval at most: a full disk fails every write.
+func (w *Writer) failed(c prometheus.Counter, what string, err error, attrs ...any) {
+	c.Inc()
 	msg := err.Error()
 	w.err.Store(&msg)
 	if now := time.Now(); now.Sub(w.lastErrLog) >= 10*time.Second {
 		w.lastErrLog = now
-		w.log.Error(what, "file", w.opt.Path, "err", err)
+		w.log.Error(what, append([]any{"file", w.opt.Path, "err", err}, attrs...)...)
 	}
 }
 
@@ -411,19 +406,12 @@ func (w *Writer) failed(what string, err error) {
 // ends any line cut in the middle.
 func (w *Writer) writeFailed(err error, n int) {
 	lost := bytes.Count(w.buf[n:], []byte{'\n'})
-	w.m.WriteErrors.Inc()
 	w.m.droppedWrite.Add(float64(lost))
 	w.m.Lines.Add(float64(w.lines - lost))
 	if n > 0 && w.buf[n-1] != '\n' {
 		w.partial = true
 	}
-	msg := err.Error()
-	w.err.Store(&msg)
-	// One log line per interval at most: a full disk fails every write.
-	if now := time.Now(); now.Sub(w.lastErrLog) >= 10*time.Second {
-		w.lastErrLog = now
-		w.log.Error("write failed; lines dropped", "file", w.opt.Path, "lines", lost, "err", err)
-	}
+	w.failed(w.m.WriteErrors, "write failed; lines dropped", err, "lines", lost)
 }
 
 // rotate moves the live file aside and starts a new one.
