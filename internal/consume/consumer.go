@@ -260,7 +260,7 @@ var errGap = errors.New("a chunk is missing from the delivery; taking the stream
 
 // Run consumes until ctx is done, sending lines to q. abort is closed when
 // the writer has failed. Failures are retried with a back-off; Run returns
-// early only when the writer has stopped.
+// early only when the writer has stopped or the state could not be saved.
 func (c *Consumer) Run(ctx context.Context, q *ingest.Queue, abort <-chan struct{}) error {
 	defer c.nc.Close()
 	wait := 100 * time.Millisecond
@@ -273,7 +273,7 @@ func (c *Consumer) Run(ctx context.Context, q *ingest.Queue, abort <-chan struct
 		if err == nil {
 			err = c.round(ctx, cons, q, abort)
 		}
-		if errors.Is(err, errWriterStopped) {
+		if errors.Is(err, errWriterStopped) || errors.Is(err, errStateNotSaved) {
 			return err
 		}
 		if err != nil {
@@ -299,6 +299,11 @@ func (c *Consumer) Run(ctx context.Context, q *ingest.Queue, abort <-chan struct
 }
 
 var errWriterStopped = errors.New("the writer has stopped")
+
+// errStateNotSaved: a window is in the file, synced, and its state may or
+// may not be on disk. Only a restart, which cuts the file back to the state
+// it finds, can tell; writing on would write the window twice.
+var errStateNotSaved = errors.New("consumer state not saved after a window was written; the daemon stops so that its restart cuts the file back to the state on disk")
 
 // consumer finds (or creates) the durable consumer and resets it to the
 // sequence after the last one written: what it had delivered and not seen
@@ -416,11 +421,10 @@ func (c *Consumer) round(ctx context.Context, cons jetstream.Consumer, q *ingest
 			cur.bytes += len(line)
 		}
 	}
-	if next.Seq == c.st.Seq {
-		return gap // nothing new: what came was all acknowledged before
+	if next.Seq != c.st.Seq { // else all of it was written before: only acknowledged
+		cur.after = next
+		writes = append(writes, cur) // even without lines: the sequence is saved
 	}
-	cur.after = next
-	writes = append(writes, cur) // even without lines: the sequence is saved
 
 	// Write: one batch at a time, each durable and its state saved by the
 	// writer's goroutine before the next can be rotated past.
@@ -432,11 +436,14 @@ func (c *Consumer) round(ctx context.Context, cons jetstream.Consumer, q *ingest
 		b.Bytes = w.bytes - len(w.records)
 		after := w.after
 		b.Done = func(res ingest.Written) {
-			if res.Err == nil {
+			err := res.Err
+			if err == nil {
 				after.Size, after.Inode = res.Size, res.Inode
-				res.Err = statefile.Save(c.stateF, after)
+				if err = statefile.Save(c.stateF, after); err != nil {
+					err = fmt.Errorf("%w: %v", errStateNotSaved, err)
+				}
 			}
-			done <- res.Err
+			done <- err
 		}
 		c.m.Lines.Add(float64(len(w.records)))
 		if !q.Send(b, abort) {
