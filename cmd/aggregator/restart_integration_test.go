@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -31,10 +32,14 @@ func (p pushSocket) Send(frames ...[]byte) error {
 // default; libzmq's 1,000 hold 50 ms at 20,000 msg/s, less than a
 // publisher's own reconnect interval of 100 ms), PUSH libzmq's 1,000.
 type producerKind struct {
-	name  string
-	env   string
-	open  func(ep string) (sender, error)
-	bound float64 // most of what was sent a daemon restart may lose; 0: report only
+	name string
+	env  string
+	open func(ep string) (sender, error)
+	// keeps is true for a producer that holds what it sends while no
+	// daemon is connected: a daemon restart may lose only what was in
+	// flight at the old daemon's close, nothing sent once the new one
+	// listens.
+	keeps bool
 }
 
 var producerKinds = []producerKind{
@@ -44,7 +49,7 @@ var producerKinds = []producerKind{
 			err = p.SetSndhwm(100_000)
 		}
 		return p, err
-	}, 0.002},
+	}, true},
 	{"PUSH connects to AGG_PULL_BIND", "AGG_PULL_BIND", func(ep string) (sender, error) {
 		sock, err := zmq.NewSocket(zmq.PUSH)
 		if err != nil {
@@ -52,7 +57,7 @@ var producerKinds = []producerKind{
 		}
 		sock.SetLinger(2 * time.Second)
 		return pushSocket{sock}, sock.Connect(ep)
-	}, 0.002},
+	}, true},
 	{"PUB binds, AGG_CONNECT", "AGG_CONNECT", func(ep string) (sender, error) {
 		var p *zmqtest.Publisher
 		var err error
@@ -63,7 +68,7 @@ var producerKinds = []producerKind{
 			time.Sleep(20 * time.Millisecond)
 		}
 		return nil, err
-	}, 0},
+	}, false},
 }
 
 // TestDeliveryUnderLoad sends 20,000 messages of 100 bytes a second for 3 s through
@@ -71,10 +76,11 @@ var producerKinds = []producerKind{
 // reached the file: the figures of the README's delivery table.
 //
 //   - daemon restart: the daemon stops (taking all libzmq holds) and a new
-//     one starts. A producer that connects keeps what it sends meanwhile;
-//     only what was in flight at the close is lost, at most 0.2% of what
-//     was sent. A publisher that binds drops what it sends while nobody
-//     is subscribed.
+//     one starts. A producer that connects keeps what it sends meanwhile:
+//     only what was in flight at the close is lost (how much depends on
+//     how far behind the daemon's I/O thread was, so on the machine's
+//     load), never what was sent after the new daemon listened. A
+//     publisher that binds drops what it sends while nobody is subscribed.
 //   - producer restart: the producer closes (linger 2 s) and a new one
 //     opens at once.
 //   - daemon frozen: SIGSTOP for 500 ms, as a daemon slower than its
@@ -111,6 +117,7 @@ func TestDeliveryUnderLoad(t *testing.T) {
 					err  error
 				}
 				done, reopen := make(chan result, 1), make(chan struct{})
+				var sending atomic.Int64 // what has been sent so far
 				go func() {
 					pub, sent := first, 0
 					defer func() { pub.Close() }()
@@ -133,20 +140,24 @@ func TestDeliveryUnderLoad(t *testing.T) {
 								return
 							}
 							sent++
+							sending.Store(int64(sent))
 						}
 					}
 					done <- result{sent, nil}
 				}()
 				time.Sleep(disturbAt)
 				t0 := time.Now()
+				closedAt, listenedAt := -1, -1 // what was sent when the old daemon was gone, when the new one listened
 				switch event {
 				case "daemon restart":
 					d.signal(syscall.SIGTERM)
 					<-d.done
+					closedAt = int(sending.Load())
 					if d.exit != 0 {
 						t.Fatalf("exit %d at restart", d.exit)
 					}
 					d = startAgg(t, env)
+					listenedAt = int(sending.Load())
 				case "producer restart":
 					reopen <- struct{}{}
 				case "daemon frozen":
@@ -175,11 +186,15 @@ func TestDeliveryUnderLoad(t *testing.T) {
 					t.Fatalf("exit %d", code)
 				}
 				seen, _ := readMessages(t, env["AGG_LOG_FILE"])
-				missing := 0
+				missing, firstLost, lastLost := 0, -1, -1
 				for i := range r.sent {
 					switch c := seen[fmt.Sprintf("r-%d %s", i, pad)]; c {
 					case 0:
 						missing++
+						if firstLost < 0 {
+							firstLost = i
+						}
+						lastLost = i
 					case 1:
 					default:
 						t.Fatalf("r-%d written %d times", i, c)
@@ -191,8 +206,12 @@ func TestDeliveryUnderLoad(t *testing.T) {
 				share := float64(missing) / float64(r.sent)
 				t.Logf("%s, %s (%s): sent %d at %d/s, %d lost (%.3f%%)",
 					kind.name, event, away.Round(time.Millisecond), r.sent, rate, missing, 100*share)
-				if event == "daemon restart" && kind.bound > 0 && share > kind.bound {
-					t.Errorf("lost %d of %d (%.3f%%), more than %.1f%%", missing, r.sent, 100*share, 100*kind.bound)
+				if event == "daemon restart" && missing > 0 {
+					t.Logf("lost r-%d to r-%d; %d had been sent when the old daemon was gone, %d when the new one listened",
+						firstLost, lastLost, closedAt, listenedAt)
+					if kind.keeps && lastLost >= listenedAt {
+						t.Errorf("r-%d was lost, sent after the new daemon listened: the producer did not keep what it sent while the daemon was away", lastLost)
+					}
 				}
 			})
 		}
