@@ -46,6 +46,8 @@ type config struct {
 	skipDC     bool
 	only       string
 	forwardN   int
+	catchUpN   int
+	syncN      int
 	many       int
 	manyRate   int
 	manyDur    time.Duration
@@ -71,6 +73,8 @@ func main() {
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "save a 1 s CPU profile of the daemon during each peak run to this file")
 	flag.BoolVar(&memDetail, "mem", false, "print the daemon's memory (RSS by kind, Go heap) after each peak run")
 	flag.IntVar(&c.forwardN, "forward-n", 1_000_000, "messages in the NATS forwarding run (0 skips it)")
+	flag.IntVar(&c.catchUpN, "catchup-n", 600_000, "lines of backlog a central catches up on, against the edge that forwarded them (0 skips it)")
+	flag.IntVar(&c.syncN, "sync-n", 2_000_000, "messages per peak run in the syncing run, which also repeats the rotation run per AGG_SYNC_INTERVAL (0 skips it)")
 	flag.IntVar(&c.many, "many", 1000, "endpoints (and as many connecting publishers) in the many-publishers run (0 skips it)")
 	flag.IntVar(&c.manyRate, "many-rate", 10, "messages a second from each publisher in the many-publishers run")
 	// libzmq's memory for a connection grows until about 512 messages have
@@ -78,10 +82,12 @@ func main() {
 	// 10 msg/s: a shorter run reports less than a daemon comes to use.
 	flag.DurationVar(&c.manyDur, "many-dur", 60*time.Second, "length of the many-publishers load")
 	flag.DurationVar(&c.idleDur, "idle-dur", 10*time.Second, "how long idle CPU is measured in the many-publishers run")
-	flag.StringVar(&c.only, "only", "", "run only one part: peak, rotate, latency, downcase, many or forward")
+	flag.StringVar(&c.only, "only", "", "run only one part: peak, rotate, latency, downcase, many, forward, catchup or sync")
 	flag.Parse()
 	if *smoke {
+		only := c.only
 		c = smokeConfig()
+		c.only = only
 	} else {
 		c.ns, c.ps = ints(ns), ints(ps)
 	}
@@ -94,7 +100,7 @@ func main() {
 func smokeConfig() config {
 	return config{runs: 1, size: 100, ns: []int{5000}, ps: []int{1, 2}, rotateN: 30000, rotateMB: 1,
 		latRate: 2000, latDur: 500 * time.Millisecond, wrkDur: time.Second, wrkThreads: 1, wrkConns: 4,
-		forwardN: 20_000, many: 50, manyRate: 10, manyDur: time.Second, idleDur: time.Second}
+		forwardN: 20_000, catchUpN: 20_000, syncN: 5000, many: 50, manyRate: 10, manyDur: time.Second, idleDur: time.Second}
 }
 
 func ints(s string) []int {
@@ -155,7 +161,7 @@ func run(c config, out io.Writer) error {
 					}
 					check(name+" reference", r.t)
 					rs = append(rs, r)
-					d, err := runDaemonPeak(bins, p, n, c.size)
+					d, err := runDaemonPeak(bins, p, n, c.size, nil)
 					if err != nil {
 						return fmt.Errorf("%s daemon: %w", name, err)
 					}
@@ -178,7 +184,7 @@ func run(c config, out io.Writer) error {
 			if err != nil {
 				return fmt.Errorf("%s reference: %w", name, err)
 			}
-			d, rotations, err := runDaemonRotating(bins, p, c.rotateN, c.size, c.rotateMB, codec)
+			d, rotations, err := runDaemonRotating(bins, p, c.rotateN, c.size, c.rotateMB, codec, nil)
 			if err != nil {
 				return fmt.Errorf("%s: %w", name, err)
 			}
@@ -221,6 +227,21 @@ func run(c config, out io.Writer) error {
 			}
 			fmt.Fprintf(out, "\nforward to JetStream, %d server(s), %d replica(s), N=%s: written at %.0f lines/s, all acknowledged after %s (%.0f lines/s)\n",
 				replicas, replicas, short(c.forwardN), float64(c.forwardN)/written.Seconds(), forwarded.Round(time.Millisecond), float64(c.forwardN)/forwarded.Seconds())
+		}
+	}
+	if (c.only == "" || c.only == "catchup") && c.catchUpN > 0 {
+		r, err := runCatchUp(bins, c.catchUpN, c.size)
+		if err != nil {
+			return fmt.Errorf("catch-up: %w", err)
+		}
+		check("catch-up", r.t)
+		edge, central := float64(c.catchUpN)/r.edge.Seconds(), float64(c.catchUpN)/r.central.Seconds()
+		fmt.Fprintf(out, "\ncentral catching up on a backlog of %s lines: the edge forwarded them at %.0f lines/s, the central wrote them at %.0f lines/s from its start: %.2fx (missing %d, dup %d)\n",
+			short(c.catchUpN), edge, central, central/edge, r.t.missing, r.t.duplicated)
+	}
+	if (c.only == "" || c.only == "sync") && c.syncN > 0 {
+		if err := runSyncCost(bins, c, out, check); err != nil {
+			return fmt.Errorf("sync: %w", err)
 		}
 	}
 	if (c.only == "" || c.only == "many") && c.many > 0 {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -29,6 +30,7 @@ type sample struct {
 	elapsed time.Duration
 	cpu     float64 // seconds
 	rss     int64   // bytes
+	syncs   int     // fdatasyncs of the live file, until the last line was in it
 	t       tally
 }
 
@@ -40,16 +42,17 @@ func daemonLineLen(size int) int64 { return int64(27 + 1 + size + 1) }
 
 // runDaemonPeak sends n messages from p publishers to a fresh aggregator
 // (no rotation in the run) and times until every line is in the file.
-func runDaemonPeak(bins binaries, p, n, size int) (sample, error) {
+// env adds to or overrides the daemon's settings.
+func runDaemonPeak(bins binaries, p, n, size int, env map[string]string) (sample, error) {
 	pubs, err := newPublishers(p)
 	if err != nil {
 		return sample{}, err
 	}
 	defer pubs.close()
-	d, err := startDaemon(bins.aggregator, map[string]string{
+	d, err := startDaemon(bins.aggregator, with(map[string]string{
 		"AGG_CONNECT":     strings.Join(pubs.endpoints(), ","),
 		"AGG_MAX_SIZE_MB": "100000",
-	})
+	}, env))
 	if err != nil {
 		return sample{}, err
 	}
@@ -76,6 +79,7 @@ func runDaemonPeak(bins binaries, p, n, size int) (sample, error) {
 	cpu1, _ := cpuSeconds(pid)
 	s.cpu = cpu1 - cpu0
 	s.rss, _ = peakRSS(pid)
+	s.syncs = int(d.metric("aggregator_file_sync_seconds_count"))
 	if memDetail {
 		printMemory(pid, d)
 	}
@@ -206,19 +210,19 @@ func runReference(bins binaries, p, n, size int) (sample, error) {
 
 // runDaemonRotating sends n messages to an aggregator rotating every
 // rotateMB with compression (codec) on, and times until the last backup
-// is compressed.
-func runDaemonRotating(bins binaries, p, n, size, rotateMB int, codec string) (sample, int, error) {
+// is compressed. env adds to or overrides the daemon's settings.
+func runDaemonRotating(bins binaries, p, n, size, rotateMB int, codec string, env map[string]string) (sample, int, error) {
 	pubs, err := newPublishers(p)
 	if err != nil {
 		return sample{}, 0, err
 	}
 	defer pubs.close()
-	d, err := startDaemon(bins.aggregator, map[string]string{
+	d, err := startDaemon(bins.aggregator, with(map[string]string{
 		"AGG_CONNECT":     strings.Join(pubs.endpoints(), ","),
 		"AGG_MAX_SIZE_MB": strconv.Itoa(rotateMB),
 		"AGG_MAX_BACKUPS": "0",
 		"AGG_COMPRESS":    codec,
-	})
+	}, env))
 	if err != nil {
 		return sample{}, 0, err
 	}
@@ -243,6 +247,7 @@ func runDaemonRotating(bins binaries, p, n, size, rotateMB int, codec string) (s
 	cpu1, _ := cpuSeconds(pid)
 	s.cpu = cpu1 - cpu0
 	s.rss, _ = peakRSS(pid)
+	s.syncs = int(d.metric("aggregator_file_sync_seconds_count"))
 	rotations := int(d.metric(`aggregator_rotations_total{reason="size"}`))
 	if err := d.stop(); err != nil {
 		return s, rotations, err
@@ -466,6 +471,12 @@ func verifyLog(path string, p, n int) (tally, error) {
 	v := newVerifier(p, n)
 	err := sink.ReadLines(path, func(_ string, line []byte) { v.line(payloadOf(line)) })
 	return v.result(), err
+}
+
+// with returns env with extra's settings added or replaced.
+func with(env, extra map[string]string) map[string]string {
+	maps.Copy(env, extra)
+	return env
 }
 
 func waitFor(timeout, every time.Duration, cond func() bool) error {

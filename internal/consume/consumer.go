@@ -347,14 +347,7 @@ func (c *Consumer) consumer(ctx context.Context) (jetstream.Consumer, error) {
 // window. Any early return first hands back (Nak) what it fetched and did
 // not finish.
 func (c *Consumer) round(ctx context.Context, cons jetstream.Consumer, q *ingest.Queue, abort <-chan struct{}) (err error) {
-	batch, err := cons.Fetch(fetchBatch, jetstream.FetchMaxWait(fetchWait))
-	if err != nil {
-		return fmt.Errorf("fetch: %w", err)
-	}
-	var msgs []jetstream.Msg
-	for m := range batch.Messages() {
-		msgs = append(msgs, m)
-	}
+	msgs, err := fetchWindow(cons)
 	acked := 0
 	defer func() {
 		if err != nil {
@@ -363,7 +356,7 @@ func (c *Consumer) round(ctx context.Context, cons jetstream.Consumer, q *ingest
 			}
 		}
 	}()
-	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+	if err != nil {
 		return fmt.Errorf("fetch: %w", err)
 	}
 	if len(msgs) == 0 {
@@ -467,6 +460,39 @@ func (c *Consumer) round(ctx context.Context, cons jetstream.Consumer, q *ingest
 		c.m.Chunks.Inc()
 	}
 	return gap
+}
+
+// fetchWindow takes a window: what the stream holds for the consumer now,
+// up to fetchBatch chunks, without waiting for a full window (a backlog's
+// last window would otherwise wait fetchWait for chunks that never come).
+// When nothing is there it waits up to fetchWait for the first chunk, so a
+// quiet stream's lines are written as soon as they arrive.
+func fetchWindow(cons jetstream.Consumer) ([]jetstream.Msg, error) {
+	msgs, err := take(cons.FetchNoWait(fetchBatch))
+	if err != nil || len(msgs) > 0 {
+		return msgs, err
+	}
+	if msgs, err = take(cons.Fetch(1, jetstream.FetchMaxWait(fetchWait))); err != nil || len(msgs) == 0 {
+		return msgs, err
+	}
+	more, err := take(cons.FetchNoWait(fetchBatch - 1))
+	return append(msgs, more...), err
+}
+
+// take collects a fetch's messages; a fetch that ended by its time limit
+// is no error.
+func take(batch jetstream.MessageBatch, err error) ([]jetstream.Msg, error) {
+	if err != nil {
+		return nil, err
+	}
+	var msgs []jetstream.Msg
+	for m := range batch.Messages() {
+		msgs = append(msgs, m)
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+		return msgs, err
+	}
+	return msgs, nil
 }
 
 // gapIsRetention reports whether the stream no longer holds seq (its

@@ -205,9 +205,15 @@ func (w *Writer) Run(q *ingest.Queue, reopen <-chan struct{}) error {
 		stopComp = make(chan struct{})
 		go w.comp.run(compCtx, stopComp)
 	}
-	// The tick flushes, checks the time rotation and shows the loop is
-	// alive (the watchdog): at least once a second whatever FlushInterval.
-	tick := time.NewTicker(min(w.opt.FlushInterval, time.Second))
+	// The tick flushes, syncs, checks the time rotation and shows the loop
+	// is alive (the watchdog): at least once a second whatever
+	// FlushInterval, and at least once per SyncInterval, so that a short
+	// one is kept.
+	every := min(w.opt.FlushInterval, time.Second)
+	if w.opt.SyncInterval > 0 {
+		every = min(every, w.opt.SyncInterval)
+	}
+	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
 		select {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 
 	"aggregator/internal/ingest"
 )
@@ -311,4 +312,29 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
+}
+
+func TestShortSyncIntervalIsKept(t *testing.T) {
+	// A sync interval shorter than the flush interval is what a user asks
+	// for a smaller power-cut window: the line is synced within it, not at
+	// the next flush tick (a second at the earliest here).
+	h := start(t, Options{FlushInterval: time.Hour, SyncInterval: 20 * time.Millisecond})
+	h.feed(0, 1, "synced")
+	deadline := time.Now().Add(500 * time.Millisecond)
+	for syncs(t, h.m) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the line was not synced within 500 ms with a 20 ms sync interval")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// syncs is how many times the writer has synced its file.
+func syncs(t *testing.T, m *Metrics) uint64 {
+	t.Helper()
+	var d dto.Metric
+	if err := m.SyncSeconds.Write(&d); err != nil {
+		t.Fatal(err)
+	}
+	return d.GetHistogram().GetSampleCount()
 }
