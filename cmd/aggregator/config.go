@@ -17,6 +17,7 @@ import (
 	"aggregator/internal/envconf"
 	"aggregator/internal/forward"
 	"aggregator/internal/ingest"
+	"aggregator/internal/route"
 	"aggregator/internal/sink"
 )
 
@@ -36,7 +37,9 @@ type Config struct {
 	ReconnectMax time.Duration `envconfig:"RECONNECT_MAX" default:"0s" desc:"longest wait between attempts to reach a publisher that is down (libzmq backs off from 100ms up to this): one that comes back is found within about this long; 0s: 1s, or with more than 500 connect endpoints 2ms per endpoint, so that an idle daemon makes at most about 500 attempts a second"`
 	StripNewline bool          `envconfig:"STRIP_NEWLINE" default:"true" desc:"drop one newline (\\n or \\r\\n) that ends a message, as rsyslog does: it ends the record, it is not part of it"`
 
-	LogFile       string        `envconfig:"LOG_FILE" default:"subscriber.log" desc:"path of the live log file; its directory must exist and be writable; backups are written next to it"`
+	LogFile       string        `envconfig:"LOG_FILE" default:"subscriber.log" desc:"path of the live log file; its directory must exist and be writable; backups are written next to it. Placeholders in the file name write a file per source: {topic} (first frame of a multipart message), {topic:N} (its first N dot-separated parts), {endpoint}, {peer}; e.g. /var/log/aggregator/{topic}.log"`
+	MaxOpenFiles  int           `envconfig:"MAX_OPEN_FILES" default:"1024" desc:"with a file per source: log files kept open at once (two descriptors each); the least recently written is closed first and opened again when needed"`
+	MaxFiles      int           `envconfig:"MAX_FILES" default:"10000" desc:"with a file per source: distinct files written within an hour; lines that would start another go to the overflow file ({...} replaced by %overflow) and are counted in aggregator_route_overflow_total"`
 	Format        string        `envconfig:"FORMAT" default:"text" desc:"line format: text (<time> <message>) or json (one object a line)"`
 	TimeZone      string        `envconfig:"TIMEZONE" default:"UTC" desc:"time zone of the receive timestamps: UTC, Local or an IANA name such as Europe/Paris"`
 	MaxSizeMB     int           `envconfig:"MAX_SIZE_MB" default:"100" desc:"rotate the live file before it grows past this many MiB (at least 1)"`
@@ -103,6 +106,18 @@ func (c *Config) Validate() error {
 	}
 	if c.LogFile == "" {
 		bad("LOG_FILE", "empty path")
+	} else if tpl, err := route.Parse(c.LogFile); err != nil {
+		bad("LOG_FILE", "%v", err)
+	} else if !tpl.Static() {
+		if c.NATS.Enabled() || c.NATS.Consuming() {
+			bad("LOG_FILE", "a file per source cannot be forwarded to or consumed from NATS yet: use one file with AGG_NATS_URL")
+		}
+	}
+	if c.MaxOpenFiles < 1 {
+		bad("MAX_OPEN_FILES", "%d: must be at least 1", c.MaxOpenFiles)
+	}
+	if c.MaxFiles < 1 {
+		bad("MAX_FILES", "%d: must be at least 1", c.MaxFiles)
 	}
 	if _, err := sink.ParseCodec(c.Compress); err != nil {
 		bad("COMPRESS", "%v", err)
@@ -237,18 +252,27 @@ func (c *Config) checkEnvironment() error {
 		problems.AddErr("LOG_FILE", checkLogDir(c.LogFile))
 	}
 	connect, bind := len(c.Connect)+len(c.PullConnect), len(c.Bind)+len(c.PullBind)
-	if need, limit := ingest.FilesNeeded(connect, bind, len(c.subscribers(ingest.Options{}))), fileLimit(); need > limit {
+	need, limit := ingest.FilesNeeded(connect, bind, len(c.subscribers(ingest.Options{}))), fileLimit()
+	if need > limit {
 		key := "CONNECT"
 		if bind > connect {
 			key = "BIND"
 		}
 		problems.Add(key, "%d endpoints need at least %d open files, but this process may open only %d (RLIMIT_NOFILE): raise LimitNOFILE= in the unit, or ulimit -n",
 			connect+bind, need, limit)
+	} else if tpl, err := route.Parse(c.LogFile); err == nil && !tpl.Static() && need+2*c.MaxOpenFiles+logFilesReserve > limit {
+		problems.Add("MAX_OPEN_FILES", "%d log files (two descriptors each) and the endpoints' %d need more open files than this process may have, %d (RLIMIT_NOFILE): lower it, or raise LimitNOFILE= in the unit",
+			c.MaxOpenFiles, need, limit)
 	}
 	c.NATS.CheckFiles(problems)
 	_, err := c.KeyFiles.Load(envPrefix)
 	return errors.Join(problems.Err(), err)
 }
+
+// logFilesReserve is what a file per source leaves for everything else
+// the daemon opens: the directory, backups being compressed, state files,
+// HTTP and NATS connections.
+const logFilesReserve = 64
 
 // fileLimit is how many files the daemon may have open: the hard limit,
 // since the Go runtime raises the soft limit to it at start.
@@ -314,7 +338,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Any("connect", c.Connect), slog.Any("bind", c.Bind), slog.Any("topics", c.Topics),
 		slog.Any("pull_connect", c.PullConnect), slog.Any("pull_bind", c.PullBind),
 		slog.Duration("reconnect_max", c.reconnectMax()), slog.Bool("strip_newline", c.StripNewline),
-		slog.String("log_file", c.LogFile), slog.String("format", c.Format), slog.String("timezone", c.TimeZone),
+		slog.String("log_file", c.LogFile), slog.Int("max_open_files", c.MaxOpenFiles), slog.Int("max_files", c.MaxFiles), slog.String("format", c.Format), slog.String("timezone", c.TimeZone),
 		slog.Int("max_size_mb", c.MaxSizeMB), slog.Int("max_backups", c.MaxBackups), slog.Int("max_age_days", c.MaxAgeDays),
 		slog.String("compress", c.Compress), slog.Duration("rotate_every", c.RotateEvery), slog.Duration("flush_interval", c.FlushInterval),
 		slog.Duration("sync_interval", c.SyncInterval),

@@ -54,7 +54,7 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 	cfg := Config{
 		Connect: []string{"tcp://*:1"}, Bind: []string{"udp://x:1"}, PullConnect: []string{"tcp://*:2"}, PullBind: []string{"tcp://h"}, LogFile: "", Format: "xml", TimeZone: "Mars/Olympus",
 		MaxSizeMB: 0, MaxBackups: -1, MaxAgeDays: -1, RotateEvery: 1, FlushInterval: 0, SyncInterval: -1, RcvHWM: -1,
-		MaxMessageBytes: 0, QueueBatches: 0, ReconnectMax: time.Millisecond, HTTPAddr: "9780", LogLevel: "loud", LogFormat: "xml",
+		MaxMessageBytes: 0, QueueBatches: 0, MaxOpenFiles: 0, MaxFiles: 0, ReconnectMax: time.Millisecond, HTTPAddr: "9780", LogLevel: "loud", LogFormat: "xml",
 		KeyFiles: curve.KeyFiles{ServerPublicKeyFile: "/etc/aggregator/publishers.public"}, // without a secret key of our own
 		NATS: forward.Config{URLs: []string{"http://x"}, Stream: "a b", Subject: "a.*", Replicas: 0, Edge: "a/b", Consume: "a.b", Durable: "x y",
 			Creds: "c", NKeySeed: "n", Password: "p", Cert: "c"},

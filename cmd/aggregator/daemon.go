@@ -22,6 +22,7 @@ import (
 	"aggregator/internal/curve"
 	"aggregator/internal/forward"
 	"aggregator/internal/ingest"
+	"aggregator/internal/route"
 	"aggregator/internal/sdnotify"
 	"aggregator/internal/sink"
 	"aggregator/internal/zmqbuild"
@@ -121,7 +122,14 @@ func newDaemon(cfg Config, log *slog.Logger, getenv func(string) string) (d *dae
 	}
 
 	// Output first: no socket is opened for a file that cannot be written.
+	tpl, err := route.Parse(cfg.LogFile) // checked by Validate
+	if err != nil {
+		return d, err
+	}
 	d.writer, err = sink.New(sink.Options{
+		Route:         tpl,
+		MaxOpenFiles:  cfg.MaxOpenFiles,
+		MaxFiles:      cfg.MaxFiles,
 		Written:       written,
 		Unforwarded:   unforwarded,
 		Path:          cfg.LogFile,
@@ -151,7 +159,7 @@ func newDaemon(cfg Config, log *slog.Logger, getenv func(string) string) (d *dae
 		Topics:          cfg.Topics,
 		RcvHWM:          cfg.RcvHWM,
 		MaxMessageBytes: cfg.MaxMessageBytes,
-		WantPeer:        format.NeedsPeer(),
+		WantPeer:        format.NeedsPeer() || tpl.NeedsPeer(),
 		Curve:           keys.ID,
 		CurveServer:     keys.Server,
 		StripNewline:    cfg.StripNewline,

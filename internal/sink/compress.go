@@ -9,9 +9,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/klauspost/compress/gzip"
@@ -78,36 +78,61 @@ func decompress(name string, r io.Reader) (io.ReadCloser, error) {
 	return gzip.NewReader(r)
 }
 
-// compressor compresses rotated backups in its own goroutine, so that the
-// write path never waits on compression, and then applies the retention
-// limits. lumberjack can compress too, but only with the standard
-// library's gzip at its default level, in a goroutine nobody can wait for;
-// at a few hundred MB/s of logs that falls behind and a stop could leave a
-// half-written .gz. Here a backup becomes name.gz.tmp (or .zst.tmp), is
-// renamed to name.gz when complete, and only then is the original removed:
-// at every moment each line is in exactly one complete file. Retention is
-// done here too, not by lumberjack, which knows only .gz backups.
+// compressor compresses the rotated backups of one log file, in the
+// background (see compressors), so that the write path never waits on
+// compression, and then applies the retention limits. lumberjack can
+// compress too, but only with the standard library's gzip at its default
+// level, in a goroutine nobody can wait for; at a few hundred MB/s of logs
+// that falls behind and a stop could leave a half-written .gz. Here a
+// backup becomes name.gz.tmp (or .zst.tmp), is renamed to name.gz when
+// complete, and only then is the original removed: at every moment each
+// line is in exactly one complete file. Retention is done here too, not by
+// lumberjack, which knows only .gz backups.
 type compressor struct {
 	dir        string
-	pattern    *regexp.Regexp // matches the names of uncompressed backups
-	codec      Codec          // None: retention only
+	pattern    backups // the names of uncompressed backups
+	codec      Codec   // None: retention only
 	maxBackups int
 	maxAge     time.Duration
 	keepFrom   func() time.Time // backups rotated at or after this are not yet forwarded; nil or zero: none
-	wake       chan struct{}
-	done       chan struct{}
 	m          *Metrics
 	log        *slog.Logger
+
+	// Owned by the compressors' goroutine.
+	started bool // its leftover temporary files are removed
+	waiting int  // backups it last found uncompressed
 }
 
-// backupPattern matches lumberjack's backup names for live file path:
-// "<name>-2006-01-02T15-04-05.000<ext>".
-func backupPattern(path string) *regexp.Regexp {
+// backups matches lumberjack's backup names for a live file:
+// "<name>-2006-01-02T15-04-05.000<ext>". A plain comparison rather than a
+// regular expression: with a file per source there is one per file.
+type backups struct{ prefix, ext string }
+
+func backupPattern(path string) backups {
 	base := filepath.Base(path)
 	ext := filepath.Ext(base)
-	prefix := base[:len(base)-len(ext)]
-	return regexp.MustCompile(`^` + regexp.QuoteMeta(prefix) +
-		`-\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d\.\d{3}` + regexp.QuoteMeta(ext) + `$`)
+	return backups{prefix: base[:len(base)-len(ext)] + "-", ext: ext}
+}
+
+// stampLayout is the time lumberjack puts in a backup's name.
+const stampLayout = "2006-01-02T15-04-05.000"
+
+// MatchString reports whether name is one of the backups.
+func (b backups) MatchString(name string) bool {
+	stamp, ok := strings.CutPrefix(name, b.prefix)
+	if !ok {
+		return false
+	}
+	if stamp, ok = strings.CutSuffix(stamp, b.ext); !ok || len(stamp) != len(stampLayout) {
+		return false
+	}
+	for i := range len(stampLayout) {
+		c, l := stamp[i], stampLayout[i]
+		if digit := '0' <= l && l <= '9'; digit != ('0' <= c && c <= '9') || !digit && c != l {
+			return false
+		}
+	}
+	return true
 }
 
 func newCompressor(path string, codec Codec, maxBackups, maxAgeDays int, keepFrom func() time.Time, m *Metrics, log *slog.Logger) *compressor {
@@ -118,37 +143,88 @@ func newCompressor(path string, codec Codec, maxBackups, maxAgeDays int, keepFro
 		codec:      codec,
 		maxBackups: maxBackups,
 		maxAge:     time.Duration(maxAgeDays) * 24 * time.Hour,
-		wake:       make(chan struct{}, 1),
-		done:       make(chan struct{}),
 		m:          m,
 		log:        log,
 	}
 }
 
-// poke asks for a pass over the directory; it never blocks.
-func (c *compressor) poke() {
+// compressors is the one goroutine that compresses and prunes the backups
+// of every log file, one file's pass at a time: with a file per source
+// there may be thousands, and compression competes with receiving for the
+// same cores anyway.
+type compressors struct {
+	mu      sync.Mutex
+	queue   []*compressor // poked, not yet passed over
+	queued  map[*compressor]bool
+	wake    chan struct{}
+	done    chan struct{}
+	waiting int // uncompressed backups over all files, for the gauge
+	m       *Metrics
+}
+
+func newCompressors(m *Metrics) *compressors {
+	return &compressors{queued: map[*compressor]bool{}, wake: make(chan struct{}, 1), done: make(chan struct{}), m: m}
+}
+
+// poke asks for a pass over c's backups; it never blocks.
+func (cs *compressors) poke(c *compressor) {
+	cs.mu.Lock()
+	if !cs.queued[c] {
+		cs.queued[c] = true
+		cs.queue = append(cs.queue, c)
+	}
+	cs.mu.Unlock()
 	select {
-	case c.wake <- struct{}{}:
+	case cs.wake <- struct{}{}:
 	default:
 	}
 }
 
-// run compresses backups whenever poked, until ctx is done; the pass under
-// way when stop is closed is finished first (it is bounded by ctx).
-func (c *compressor) run(ctx context.Context, stop <-chan struct{}) {
-	defer close(c.done)
-	c.removeTemps()
+// next takes the file poked longest ago, or nil.
+func (cs *compressors) next() *compressor {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if len(cs.queue) == 0 {
+		return nil
+	}
+	c := cs.queue[0]
+	cs.queue[0] = nil
+	cs.queue = cs.queue[1:]
+	delete(cs.queued, c)
+	return c
+}
+
+// run passes over every poked file until ctx is done; when stop is
+// closed, what was poked until then is passed over first (bounded by
+// ctx).
+func (cs *compressors) run(ctx context.Context, stop <-chan struct{}) {
+	defer close(cs.done)
 	for {
-		c.pass(ctx)
+		for c := cs.next(); c != nil && ctx.Err() == nil; c = cs.next() {
+			cs.pass(ctx, c)
+		}
 		select {
-		case <-c.wake:
+		case <-cs.wake:
 		case <-stop:
-			c.pass(ctx) // what the last rotation left
+			for c := cs.next(); c != nil && ctx.Err() == nil; c = cs.next() {
+				cs.pass(ctx, c) // what the last rotations left
+			}
 			return
 		case <-ctx.Done():
 			return
 		}
 	}
+}
+
+func (cs *compressors) pass(ctx context.Context, c *compressor) {
+	if !c.started {
+		c.started = true
+		c.removeTemps()
+	}
+	before := c.waiting
+	c.pass(ctx)
+	cs.waiting += c.waiting - before
+	cs.m.CompressPending.Set(float64(cs.waiting))
 }
 
 func (c *compressor) pass(ctx context.Context) {
@@ -158,7 +234,7 @@ func (c *compressor) pass(ctx context.Context) {
 	}
 	for {
 		pending := c.pending()
-		c.m.CompressPending.Set(float64(len(pending)))
+		c.waiting = len(pending)
 		if len(pending) == 0 || ctx.Err() != nil {
 			return
 		}

@@ -24,6 +24,10 @@ type Metrics struct {
 	PrunedUnforwarded prometheus.Counter
 	SyncSeconds       prometheus.Histogram
 	SyncErrors        prometheus.Counter
+	// A file per source (a template in AGG_LOG_FILE).
+	FilesOpen, FilesKnown prometheus.Gauge
+	FilesClosed           *prometheus.CounterVec
+	RouteOverflow         prometheus.Counter
 
 	droppedWrite, droppedTooLong prometheus.Counter
 }
@@ -82,6 +86,22 @@ func NewMetrics(reg prometheus.Registerer, dropped *prometheus.CounterVec) *Metr
 			Name: "aggregator_file_sync_errors_total",
 			Help: "Syncs of the log file that failed (the disk reported an error): what they covered may not survive a power cut.",
 		}),
+		FilesOpen: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "aggregator_files_open",
+			Help: "Log files open (a file per source: at most AGG_MAX_OPEN_FILES).",
+		}),
+		FilesKnown: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "aggregator_files",
+			Help: "Distinct log files written in the last hour (a file per source: at most AGG_MAX_FILES, besides the overflow file).",
+		}),
+		FilesClosed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "aggregator_files_closed_total",
+			Help: "Log files closed while the daemon runs, by reason: evicted (AGG_MAX_OPEN_FILES were open), idle (not written for 5 minutes), reopen (SIGHUP).",
+		}, []string{"reason"}),
+		RouteOverflow: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "aggregator_route_overflow_total",
+			Help: "Lines written to the overflow file because AGG_MAX_FILES distinct files were in use.",
+		}),
 		droppedWrite:   dropped.WithLabelValues(DropWriteError),
 		droppedTooLong: dropped.WithLabelValues(DropLineTooLong),
 	}
@@ -89,7 +109,11 @@ func NewMetrics(reg prometheus.Registerer, dropped *prometheus.CounterVec) *Metr
 	// see them before the first event.
 	m.Rotations.WithLabelValues("size")
 	m.Rotations.WithLabelValues("time")
+	for _, reason := range []string{"evicted", "idle", "reopen"} {
+		m.FilesClosed.WithLabelValues(reason)
+	}
 	reg.MustRegister(m.Lines, m.Bytes, m.WriteErrors, m.Rotations, m.Reopens,
-		m.Compressed, m.CompressErrors, m.CompressPending, m.Pruned, m.PrunedUnforwarded, m.SyncSeconds, m.SyncErrors)
+		m.Compressed, m.CompressErrors, m.CompressPending, m.Pruned, m.PrunedUnforwarded, m.SyncSeconds, m.SyncErrors,
+		m.FilesOpen, m.FilesKnown, m.FilesClosed, m.RouteOverflow)
 	return m
 }

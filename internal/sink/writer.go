@@ -1,8 +1,10 @@
-// Package sink writes received records as lines to a rotating log file.
+// Package sink writes received records as lines to rotating log files:
+// one file, or a file per source when the path is a template (see route).
 package sink
 
 import (
 	"bytes"
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -14,19 +16,23 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"gopkg.in/natefinch/lumberjack.v2"
+	"golang.org/x/sys/unix"
 
 	"aggregator/internal/ingest"
-	"aggregator/internal/statefile"
+	"aggregator/internal/route"
 )
 
 // Options configure the writer.
 type Options struct {
-	// Path of the live file; backups go next to it.
-	Path     string
+	// Path of the live file; backups go next to it. With placeholders
+	// (Route), the template of every file's path.
+	Path string
+	// Route names each record's file when Path has placeholders; nil
+	// (or a template without placeholders) writes one file at Path.
+	Route    *route.Template
 	Format   Format
 	Location *time.Location // time zone of the timestamps; nil means UTC
-	// MaxSizeMB: the live file is rotated before it would grow past this.
+	// MaxSizeMB: a live file is rotated before it would grow past this.
 	MaxSizeMB  int
 	MaxBackups int // 0 keeps all
 	MaxAgeDays int // 0 keeps all
@@ -38,12 +44,20 @@ type Options struct {
 	// records keep arriving. An idle writer flushes at once.
 	FlushInterval time.Duration
 	// BufferBytes is the write batch: lines are written when this much
-	// has gathered, or sooner (see FlushInterval).
+	// has gathered, or sooner (see FlushInterval). With a file per
+	// source it is shared by all files, and at least RoutedBufferBytes.
 	BufferBytes int
 	// SyncInterval is the longest written lines wait before the file is
-	// synced (fdatasync); 0 syncs only at rotation, at stop and for
-	// Durable batches. A power cut loses at most this much.
+	// synced (fdatasync; with a file per source one syncfs covers them
+	// all); 0 syncs only at rotation, at stop and for Durable batches. A
+	// power cut loses at most this much.
 	SyncInterval time.Duration
+	// MaxOpenFiles bounds the descriptors of a file per source: the files
+	// used least recently are closed, and opened again when written.
+	MaxOpenFiles int
+	// MaxFiles bounds the distinct files of a file per source: records
+	// that would start another go to the overflow file (Route.Overflow).
+	MaxFiles int
 	// Written, when set, is called after each write that reached the
 	// file; it must not block (the forwarder's Notify).
 	Written func()
@@ -55,44 +69,62 @@ type Options struct {
 // DefaultBufferBytes is the write batch size when Options leave it 0.
 const DefaultBufferBytes = 256 << 10
 
+// RoutedBufferBytes is the least write batch of a file per source, shared
+// by all its files: a thousand busy files then still write a few KiB at a
+// time rather than a line.
+const RoutedBufferBytes = 4 << 20
+
+// routedKeepBytes: a file's buffer that grew past this is let go after its
+// write, so that memory stays bounded by the shared batch, not by the
+// number of files times their largest burst.
+const routedKeepBytes = 64 << 10
+
+// Idle files of a file per source: closed after idleClose, forgotten (no
+// longer counted against MaxFiles) after idleForget.
+const (
+	idleClose  = 5 * time.Minute
+	idleForget = time.Hour
+)
+
 // compressWait bounds how long Run waits, on stop, for the compression of
 // the last backups.
 const compressWait = 5 * time.Second
 
-// Writer owns the log file. Run is its only goroutine: it encodes records,
+// Writer owns the log files. Run is its only goroutine: it encodes records,
 // writes whole lines, rotates and reopens, all in one loop, so that no lock
 // is taken per line and a rotation can never fall inside a line.
 type Writer struct {
 	opt      Options
-	lj       *lumberjack.Logger
 	enc      encoder
 	maxBytes int64
 	m        *Metrics
 	log      *slog.Logger
-	comp     *compressor
+	comps    *compressors
 
 	// Owned by Run.
-	buf        []byte
-	lines      int   // lines in buf
-	size       int64 // bytes in the live file, mirrored to rotate before lumberjack would
-	partial    bool  // a failed write left the file without its last newline
-	lastRotate time.Time
-	nextRotate time.Time
+	main       *logFile            // the one file; nil with a file per source
+	files      map[string]*logFile // a file per source, by name
+	overflow   *logFile            // past MaxFiles; nil until needed
+	opened     list.List           // open files of a file per source, most recently used first
+	queue      []*logFile          // files with lines in their buffer
+	buffered   int                 // bytes in all buffers
+	budget     int                 // buffered bytes that start a write
+	name       []byte              // scratch for a routed file's name
+	dirDesc    *os.File            // the directory of a file per source, for syncfs
 	lastErrLog time.Time
+	lastSync   time.Time
 	done       []func(ingest.Written) // Done callbacks of batches encoded and not yet flushed
-	live       *os.File               // the live file, opened beside lumberjack's: what sync syncs
-	inode      uint64                 // of live
-	dirty      bool                   // written since the last sync
 	wantSync   bool                   // a Durable batch is in the buffer
 	durableAt  int64                  // where the Durable batch in the buffer starts; -1 when none is
-	lastSync   time.Time
+	routedTick time.Time              // last pass over the routed files' timers
 
 	err   atomic.Pointer[string] // last write error, for readiness; nil when healthy
 	alive atomic.Int64           // Unix nanoseconds of the loop's last tick, for the watchdog
 }
 
 // New opens (creates if need be) the live file, so that a path that cannot
-// be written fails at start-up.
+// be written fails at start-up. With a file per source it checks that the
+// directory can be written.
 func New(opt Options, m *Metrics, log *slog.Logger) (*Writer, error) {
 	if opt.BufferBytes <= 0 {
 		opt.BufferBytes = DefaultBufferBytes
@@ -100,84 +132,124 @@ func New(opt Options, m *Metrics, log *slog.Logger) (*Writer, error) {
 	if opt.FlushInterval <= 0 {
 		opt.FlushInterval = 100 * time.Millisecond
 	}
+	if opt.Route != nil && opt.Route.Static() {
+		opt.Route = nil
+	}
 	w := &Writer{
-		opt: opt,
-		lj: &lumberjack.Logger{
-			Filename:  opt.Path,
-			MaxSize:   opt.MaxSizeMB,
-			LocalTime: false,
-			Compress:  false, // compression and retention: see compressor
-		},
+		opt:       opt,
 		enc:       encoder{format: opt.Format, clock: newClock(opt.Location)},
 		maxBytes:  int64(opt.MaxSizeMB) << 20,
 		m:         m,
 		log:       log,
-		buf:       make([]byte, 0, opt.BufferBytes+opt.BufferBytes/4),
+		comps:     newCompressors(m),
+		budget:    opt.BufferBytes,
 		durableAt: -1,
 	}
-	w.comp = newCompressor(opt.Path, opt.Compress, opt.MaxBackups, opt.MaxAgeDays, opt.Unforwarded, m, log)
-	if err := w.open(); err != nil {
-		return nil, err
+	if opt.Route == nil {
+		w.main = w.newFile(opt.Path)
+		w.main.buf = make([]byte, 0, opt.BufferBytes+opt.BufferBytes/4)
+		if err := w.main.open(false); err != nil {
+			return nil, err
+		}
+		w.main.comp = w.compressorFor(opt.Path)
+		w.comps.poke(w.main.comp)
+		return w, nil
 	}
-	if opt.RotateEvery > 0 {
-		w.nextRotate = nextBoundary(time.Now(), opt.RotateEvery)
+	w.budget = max(opt.BufferBytes, RoutedBufferBytes)
+	w.files = map[string]*logFile{}
+	dir, err := os.Open(opt.Route.Dir())
+	if err == nil {
+		err = unix.Access(opt.Route.Dir(), unix.W_OK)
 	}
+	if err != nil {
+		if dir != nil {
+			dir.Close()
+		}
+		return nil, fmt.Errorf("log directory %s: %w", opt.Route.Dir(), err)
+	}
+	w.dirDesc = dir
+	w.tendExisting()
 	return w, nil
 }
 
-// open opens the file at the path (creating it) beside lumberjack, which
-// opens lazily on the first write: a path that cannot be written fails now
-// rather than at the first message, and the writer has a descriptor of its
-// own to sync, since lumberjack exposes none. Both name the same file:
-// only Run's goroutine rotates and reopens.
-func (w *Writer) open() error {
-	f, err := os.OpenFile(w.opt.Path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+// tendExisting has the backups of the files a file per source left at an
+// earlier run compressed and pruned, whether or not their sources speak
+// again.
+func (w *Writer) tendExisting() {
+	entries, err := os.ReadDir(w.opt.Route.Dir())
 	if err != nil {
-		return fmt.Errorf("open %s: %w", w.opt.Path, err)
+		return
 	}
-	info, err := f.Stat()
-	if err == nil {
-		// A file just created exists after a power cut only once its
-		// directory entry is synced.
-		err = statefile.SyncDir(filepath.Dir(w.opt.Path))
+	for _, e := range entries {
+		if e.Type().IsRegular() && w.opt.Route.Match(e.Name()) {
+			w.comps.poke(w.compressorFor(filepath.Join(w.opt.Route.Dir(), e.Name())))
+		}
 	}
-	if err != nil {
-		f.Close()
-		return fmt.Errorf("open %s: %w", w.opt.Path, err)
-	}
-	if w.live != nil {
-		w.live.Close()
-	}
-	w.live, w.inode, w.dirty = f, Inode(info), false
-	w.size = info.Size()
-	return nil
 }
 
-// Inode is the inode number of a file, 0 where the system has none.
-func Inode(info os.FileInfo) uint64 {
-	if st, ok := info.Sys().(*syscall.Stat_t); ok {
-		return st.Ino
-	}
-	return 0
+func (w *Writer) compressorFor(path string) *compressor {
+	return newCompressor(path, w.opt.Compress, w.opt.MaxBackups, w.opt.MaxAgeDays, w.opt.Unforwarded, w.m, w.log)
 }
 
-// sync makes what was written to the live file durable. fdatasync, not
-// fsync: the size is synced with the data, the times are not needed.
-func (w *Writer) sync() error {
-	if !w.dirty {
+func (w *Writer) newFile(path string) *logFile {
+	f := newLogFile(path, w.opt.MaxSizeMB)
+	if w.opt.RotateEvery > 0 {
+		f.nextRotate = nextBoundary(time.Now(), w.opt.RotateEvery)
+	}
+	return f
+}
+
+// sync makes what was written to f durable. fdatasync, not fsync: the
+// size is synced with the data, the times are not needed.
+func (w *Writer) sync(f *logFile) error {
+	if !f.dirty || f.live == nil {
 		return nil
 	}
 	start := time.Now()
-	err := syscall.Fdatasync(int(w.live.Fd()))
+	err := syscall.Fdatasync(int(f.live.Fd()))
 	w.lastSync = time.Now()
 	w.m.SyncSeconds.Observe(w.lastSync.Sub(start).Seconds())
 	if err != nil {
-		err = fmt.Errorf("sync %s: %w", w.opt.Path, err)
-		w.failed(w.m.SyncErrors, "sync failed", err)
+		err = fmt.Errorf("sync %s: %w", f.path, err)
+		w.failed(w.m.SyncErrors, "sync failed", err, f.path)
 		return err
 	}
-	w.dirty = false
+	f.dirty = false
 	return nil
+}
+
+// syncAll makes every file durable: the one file by fdatasync; a file per
+// source by one syncfs of their file system, since a thousand fdatasyncs
+// a second would take the writer's whole time.
+func (w *Writer) syncAll() {
+	if w.main != nil {
+		w.sync(w.main)
+		return
+	}
+	dirty := false
+	for _, f := range w.files {
+		dirty = dirty || f.dirty
+	}
+	if w.overflow != nil {
+		dirty = dirty || w.overflow.dirty
+	}
+	if !dirty {
+		return
+	}
+	start := time.Now()
+	err := unix.Syncfs(int(w.dirDesc.Fd()))
+	w.lastSync = time.Now()
+	w.m.SyncSeconds.Observe(w.lastSync.Sub(start).Seconds())
+	if err != nil {
+		w.failed(w.m.SyncErrors, "sync failed", fmt.Errorf("syncfs %s: %w", w.opt.Route.Dir(), err), w.opt.Route.Dir())
+		return
+	}
+	for _, f := range w.files {
+		f.dirty = false
+	}
+	if w.overflow != nil {
+		w.overflow.dirty = false
+	}
 }
 
 // nextBoundary is the first multiple of every (counted from the Unix epoch,
@@ -195,16 +267,13 @@ func (w *Writer) Ready() error {
 }
 
 // Run writes every batch from q until q.C is closed, then flushes, closes
-// the file and waits (bounded) for the last backups to be compressed.
-// reopen asks for the file to be closed and opened again (SIGHUP).
+// the files and waits (bounded) for the last backups to be compressed.
+// reopen asks for the files to be closed and opened again (SIGHUP).
 func (w *Writer) Run(q *ingest.Queue, reopen <-chan struct{}) error {
-	var stopComp chan struct{}
+	stopComp := make(chan struct{})
 	compCtx, cancelComp := context.WithCancel(context.Background())
 	defer cancelComp()
-	if w.comp != nil {
-		stopComp = make(chan struct{})
-		go w.comp.run(compCtx, stopComp)
-	}
+	go w.comps.run(compCtx, stopComp)
 	// The tick flushes, syncs, checks the time rotation and shows the loop
 	// is alive (the watchdog): at least once a second whatever
 	// FlushInterval, and at least once per SyncInterval, so that a short
@@ -220,8 +289,8 @@ func (w *Writer) Run(q *ingest.Queue, reopen <-chan struct{}) error {
 		case b, ok := <-q.C:
 			if !ok {
 				w.flush()
-				w.sync() // a clean stop leaves everything on disk
-				err := errors.Join(w.lj.Close(), w.live.Close())
+				w.syncAll() // a clean stop leaves everything on disk
+				err := w.closeAll()
 				w.stopCompressor(stopComp, cancelComp)
 				if err != nil {
 					return fmt.Errorf("close %s: %w", w.opt.Path, err)
@@ -237,15 +306,10 @@ func (w *Writer) Run(q *ingest.Queue, reopen <-chan struct{}) error {
 		case now := <-tick.C:
 			w.alive.Store(now.UnixNano())
 			w.flush()
-			if w.opt.SyncInterval > 0 && w.dirty && now.Sub(w.lastSync) >= w.opt.SyncInterval {
-				w.sync()
+			if w.opt.SyncInterval > 0 && now.Sub(w.lastSync) >= w.opt.SyncInterval {
+				w.syncAll()
 			}
-			if !w.nextRotate.IsZero() && !now.Before(w.nextRotate) {
-				if w.size > 0 { // an idle period leaves no empty backups behind
-					w.rotate("time")
-				}
-				w.nextRotate = nextBoundary(now, w.opt.RotateEvery)
-			}
+			w.timers(now)
 		case <-reopen:
 			w.flush()
 			w.reopen()
@@ -253,21 +317,57 @@ func (w *Writer) Run(q *ingest.Queue, reopen <-chan struct{}) error {
 	}
 }
 
-func (w *Writer) stopCompressor(stop chan struct{}, cancel context.CancelFunc) {
-	if w.comp == nil {
+// timers rotates files whose time has come and, with a file per source,
+// closes and forgets idle ones (at most once a second: it visits them all).
+func (w *Writer) timers(now time.Time) {
+	if w.main != nil {
+		w.rotateOnTime(w.main, now)
 		return
 	}
+	if now.Sub(w.routedTick) < time.Second {
+		return
+	}
+	w.routedTick = now
+	for name, f := range w.files {
+		w.rotateOnTime(f, now)
+		idle := now.Sub(f.lastUsed)
+		switch {
+		case idle >= idleForget && !f.queued:
+			w.closeFile(f, "idle")
+			delete(w.files, name)
+		case idle >= idleClose && f.live != nil && !f.queued:
+			w.closeFile(f, "idle")
+		}
+	}
+	if w.overflow != nil {
+		w.rotateOnTime(w.overflow, now)
+	}
+	w.m.FilesKnown.Set(float64(len(w.files)))
+}
+
+func (w *Writer) rotateOnTime(f *logFile, now time.Time) {
+	if f.nextRotate.IsZero() || now.Before(f.nextRotate) {
+		return
+	}
+	if f.size > 0 { // an idle period leaves no empty backups behind
+		w.rotate(f, "time")
+	}
+	f.nextRotate = nextBoundary(now, w.opt.RotateEvery)
+}
+
+func (w *Writer) stopCompressor(stop chan struct{}, cancel context.CancelFunc) {
 	close(stop)
 	select {
-	case <-w.comp.done:
+	case <-w.comps.done:
 	case <-time.After(compressWait):
 		cancel()
-		<-w.comp.done
+		<-w.comps.done
 		w.log.Warn("stopped before every backup was compressed; the rest is compressed at the next start")
 	}
 }
 
-// encode appends b's records as lines, writing whenever the buffer is full.
+// encode appends b's records as lines, writing whenever the buffers are
+// full.
 func (w *Writer) encode(b *ingest.Batch) {
 	if b.Durable {
 		w.encodeDurable(b)
@@ -283,12 +383,14 @@ func (w *Writer) encode(b *ingest.Batch) {
 // file (started first when the batch would not fit in this one), synced
 // before its Done. A batch whose write or sync fails is cut back out of
 // the file, so that it is there whole or not at all; it comes again.
+// Only the one file takes Durable batches (a central's).
 func (w *Writer) encodeDurable(b *ingest.Batch) {
+	f := w.main
 	w.flush()
-	if need := int64(b.Bytes + len(b.Records)); w.size > 0 && w.size+need > w.maxBytes {
-		w.rotate("size")
+	if need := int64(b.Bytes + len(b.Records)); f.size > 0 && f.size+need > w.maxBytes {
+		w.rotate(f, "size")
 	}
-	w.durableAt = w.size
+	w.durableAt = f.size
 	w.appendRecords(b, false)
 	if b.Done != nil {
 		w.done = append(w.done, b.Done)
@@ -297,19 +399,46 @@ func (w *Writer) encodeDurable(b *ingest.Batch) {
 	w.flush()
 }
 
-// appendRecords encodes b's records into the buffer; with flushFull, a
-// full buffer is written on the way.
+// fileFor is the file a record goes to.
+func (w *Writer) fileFor(r *ingest.Record) *logFile {
+	if w.main != nil {
+		return w.main
+	}
+	w.name = w.opt.Route.AppendName(w.name[:0], r)
+	if f, ok := w.files[string(w.name)]; ok {
+		return f
+	}
+	if len(w.files) >= w.opt.MaxFiles {
+		w.m.RouteOverflow.Inc()
+		if w.overflow == nil {
+			w.overflow = w.newFile(w.opt.Route.Overflow())
+			w.overflow.comp = w.compressorFor(w.overflow.path)
+		}
+		return w.overflow
+	}
+	name := string(w.name)
+	f := w.newFile(filepath.Join(w.opt.Route.Dir(), name))
+	f.comp = w.compressorFor(f.path)
+	w.files[name] = f
+	w.m.FilesKnown.Set(float64(len(w.files)))
+	return f
+}
+
+// appendRecords encodes b's records into their files' buffers; with
+// flushFull, full buffers are written on the way.
 func (w *Writer) appendRecords(b *ingest.Batch, flushFull bool) {
 	for i := range b.Records {
-		start := len(w.buf)
+		f := w.fileFor(&b.Records[i])
+		start := len(f.buf)
 		if b.Raw {
-			w.buf = append(append(w.buf, b.Records[i].Frames[0]...), '\n')
+			f.buf = append(append(f.buf, b.Records[i].Frames[0]...), '\n')
 		} else {
-			w.buf = w.enc.appendLine(w.buf, b.Records[i].Endpoint, &b.Records[i])
+			f.buf = w.enc.appendLine(f.buf, b.Records[i].Endpoint, &b.Records[i])
 		}
-		if int64(len(w.buf)) > w.maxBytes {
-			line := w.buf[start:]
-			w.buf = w.buf[:start]
+		n := len(f.buf) - start
+		if int64(len(f.buf)) > w.maxBytes {
+			line := f.buf[start:]
+			f.buf = f.buf[:start]
 			if int64(len(line)) > w.maxBytes {
 				w.m.droppedTooLong.Inc() // could never fit in a file
 				continue
@@ -318,157 +447,257 @@ func (w *Writer) appendRecords(b *ingest.Batch, flushFull bool) {
 			// exceed the file size, so write the two apart.
 			line = bytes.Clone(line)
 			w.flush()
-			w.buf = append(w.buf, line...)
+			f.buf = append(f.buf, line...)
 		}
-		w.lines++
-		if flushFull && len(w.buf) >= w.opt.BufferBytes {
+		f.lines++
+		w.buffered += n
+		if !f.queued {
+			f.queued = true
+			w.queue = append(w.queue, f)
+		}
+		if flushFull && w.buffered >= w.budget {
 			w.flush()
 		}
 	}
 }
 
-// flush writes the buffer. It holds whole lines only, and the file is
+// flush writes every buffer. They hold whole lines only, and a file is
 // rotated before a write that would take it past its maximum size, so a
 // line never straddles two files.
 func (w *Writer) flush() {
-	if len(w.buf) == 0 {
-		w.finish(nil)
-		return
+	var err error
+	for i, f := range w.queue {
+		err = errors.Join(err, w.write(f))
+		f.queued = false
+		w.queue[i] = nil
 	}
-	if w.size+int64(len(w.buf)) > w.maxBytes {
-		w.rotate("size")
+	w.queue = w.queue[:0]
+	w.buffered = 0
+	w.finish(err)
+}
+
+// write writes f's buffer to f.
+func (w *Writer) write(f *logFile) error {
+	defer func() {
+		f.buf = f.buf[:0]
+		f.lines = 0
+		if w.main == nil && cap(f.buf) > routedKeepBytes {
+			f.buf = nil
+		}
+	}()
+	if len(f.buf) == 0 {
+		return nil
 	}
-	if w.partial {
-		w.buf = append(w.buf, '\n') // end the cut line, then rotate the buffer into place
-		copy(w.buf[1:], w.buf[:len(w.buf)-1])
-		w.buf[0] = '\n'
+	if err := w.use(f); err != nil {
+		w.writeFailed(f, err, 0)
+		return err
 	}
-	n, err := w.lj.Write(w.buf)
-	w.size += int64(n)
-	w.dirty = w.dirty || n > 0
+	if f.size+int64(len(f.buf)) > w.maxBytes {
+		w.rotate(f, "size")
+	}
+	if f.partial {
+		f.buf = append(f.buf, '\n') // end the cut line, then rotate the buffer into place
+		copy(f.buf[1:], f.buf[:len(f.buf)-1])
+		f.buf[0] = '\n'
+	}
+	n, err := f.lj.Write(f.buf)
+	f.size += int64(n)
+	f.dirty = f.dirty || n > 0
+	w.m.Bytes.Add(float64(n))
 	switch {
 	case err != nil && w.durableAt >= 0:
-		w.failed(w.m.WriteErrors, "write failed; the batch comes again", err)
-		w.partial = n > 0 && w.buf[n-1] != '\n'
+		w.failed(w.m.WriteErrors, "write failed; the batch comes again", err, f.path)
+		f.partial = n > 0 && f.buf[n-1] != '\n'
 		w.cutBack()
 	case err != nil:
-		w.writeFailed(err, n)
+		w.writeFailed(f, err, n)
 	default:
-		w.partial = false
+		f.partial = false
 		w.err.Store(nil)
-		w.m.Lines.Add(float64(w.lines))
+		w.m.Lines.Add(float64(f.lines))
 		if w.opt.Written != nil {
 			w.opt.Written()
 		}
 	}
-	w.m.Bytes.Add(float64(n))
-	w.buf = w.buf[:0]
-	w.lines = 0
-	w.finish(err)
+	return err
+}
+
+// use opens f if it is closed and marks it used: with a file per source,
+// the file used least recently is closed first when MaxOpenFiles are open.
+func (w *Writer) use(f *logFile) error {
+	f.lastUsed = time.Now()
+	if w.main != nil {
+		if f.live == nil {
+			return f.open(false)
+		}
+		return nil
+	}
+	if f.live != nil {
+		w.opened.MoveToFront(f.lru)
+		return nil
+	}
+	for w.opened.Len() >= max(w.opt.MaxOpenFiles, 1) {
+		w.closeFile(w.opened.Back().Value.(*logFile), "evicted")
+	}
+	if err := f.open(true); err != nil {
+		return err
+	}
+	f.lru = w.opened.PushFront(f)
+	w.m.FilesOpen.Set(float64(w.opened.Len()))
+	return nil
+}
+
+// closeFile closes an open file of a file per source.
+func (w *Writer) closeFile(f *logFile, reason string) {
+	if f.live == nil {
+		return
+	}
+	if err := f.close(); err != nil {
+		w.log.Warn("close", "file", f.path, "err", err)
+	}
+	w.opened.Remove(f.lru)
+	f.lru = nil
+	w.m.FilesClosed.WithLabelValues(reason).Inc()
+	w.m.FilesOpen.Set(float64(w.opened.Len()))
+}
+
+// closeAll closes every file at stop.
+func (w *Writer) closeAll() error {
+	if w.main != nil {
+		return w.main.close()
+	}
+	var err error
+	for e := w.opened.Front(); e != nil; e = e.Next() {
+		err = errors.Join(err, e.Value.(*logFile).close())
+	}
+	w.opened.Init()
+	w.m.FilesOpen.Set(0)
+	return errors.Join(err, w.dirDesc.Close())
 }
 
 // finish tells the batches whose lines were in the buffer how the write
 // went.
 func (w *Writer) finish(err error) {
 	if err == nil && w.wantSync {
-		if err = w.sync(); err != nil && w.durableAt >= 0 {
+		if err = w.sync(w.main); err != nil && w.durableAt >= 0 {
 			w.cutBack()
 		}
 	}
 	w.wantSync, w.durableAt = false, -1
+	if len(w.done) == 0 {
+		return
+	}
+	var written ingest.Written
+	if w.main != nil {
+		written = ingest.Written{Inode: w.main.inode, Size: w.main.size}
+	}
+	written.Err = err
 	for _, done := range w.done {
-		done(ingest.Written{Err: err, Inode: w.inode, Size: w.size})
+		done(written)
 	}
 	clear(w.done)
 	w.done = w.done[:0]
 }
 
-// cutBack removes from the file what a failed Durable batch wrote of
+// cutBack removes from the one file what a failed Durable batch wrote of
 // itself. lumberjack is closed so that it opens the file again and learns
 // its size.
 func (w *Writer) cutBack() {
-	if err := w.live.Truncate(w.durableAt); err != nil {
-		w.log.Error("cut back a failed write", "file", w.opt.Path, "err", err)
+	f := w.main
+	if err := f.live.Truncate(w.durableAt); err != nil {
+		w.log.Error("cut back a failed write", "file", f.path, "err", err)
 		return
 	}
-	w.lj.Close()
-	w.size, w.partial = w.durableAt, false
+	f.lj.Close()
+	f.size, f.partial = w.durableAt, false
 }
 
-// failed records an error of the file for readiness, counts it in c, and
+// failed records an error of a file for readiness, counts it in c, and
 // logs it once per interval at most: a full disk fails every write.
-func (w *Writer) failed(c prometheus.Counter, what string, err error, attrs ...any) {
+func (w *Writer) failed(c prometheus.Counter, what string, err error, path string, attrs ...any) {
 	c.Inc()
 	msg := err.Error()
 	w.err.Store(&msg)
 	if now := time.Now(); now.Sub(w.lastErrLog) >= 10*time.Second {
 		w.lastErrLog = now
-		w.log.Error(what, append([]any{"file", w.opt.Path, "err", err}, attrs...)...)
+		w.log.Error(what, append([]any{"file", path, "err", err}, attrs...)...)
 	}
 }
 
 // writeFailed accounts for a failed write: the lines not written are
 // counted as dropped, and the file is marked so that the next write first
 // ends any line cut in the middle.
-func (w *Writer) writeFailed(err error, n int) {
-	lost := bytes.Count(w.buf[n:], []byte{'\n'})
+func (w *Writer) writeFailed(f *logFile, err error, n int) {
+	lost := bytes.Count(f.buf[n:], []byte{'\n'})
 	w.m.droppedWrite.Add(float64(lost))
-	w.m.Lines.Add(float64(w.lines - lost))
-	if n > 0 && w.buf[n-1] != '\n' {
-		w.partial = true
+	w.m.Lines.Add(float64(f.lines - lost))
+	if n > 0 && f.buf[n-1] != '\n' {
+		f.partial = true
 	}
-	w.failed(w.m.WriteErrors, "write failed; lines dropped", err, "lines", lost)
+	w.failed(w.m.WriteErrors, "write failed; lines dropped", err, f.path, "lines", lost)
 }
 
-// rotate moves the live file aside and starts a new one.
-func (w *Writer) rotate(reason string) {
+// rotate moves f's live file aside and starts a new one.
+func (w *Writer) rotate(f *logFile, reason string) {
 	// lumberjack names a backup after the current millisecond; a second
 	// rotation within the same one would reuse the name and replace it.
-	if d := time.Millisecond - time.Since(w.lastRotate); d > 0 {
+	if d := time.Millisecond - time.Since(f.lastRotate); d > 0 {
 		time.Sleep(d)
+	}
+	if err := w.use(f); err != nil {
+		w.failed(w.m.WriteErrors, "rotate failed", err, f.path, "reason", reason)
+		return
 	}
 	// The backup keeps its lines through a power cut: synced before the
 	// rename, which is synced after it.
-	w.sync()
-	if err := w.lj.Rotate(); err != nil {
-		msg := err.Error()
-		w.err.Store(&msg)
-		w.m.WriteErrors.Inc()
-		w.log.Error("rotate failed", "file", w.opt.Path, "reason", reason, "err", err)
+	w.sync(f)
+	if err := f.lj.Rotate(); err != nil {
+		w.failed(w.m.WriteErrors, "rotate failed", err, f.path, "reason", reason)
 		return
 	}
-	w.lastRotate = time.Now()
-	if err := w.open(); err != nil { // lumberjack's new file, and the rename, synced
+	f.lastRotate = time.Now()
+	if err := f.open(w.main == nil); err != nil { // lumberjack's new file, and the rename, synced
 		msg := err.Error()
 		w.err.Store(&msg)
-		w.log.Error("open after rotation", "file", w.opt.Path, "err", err)
+		w.log.Error("open after rotation", "file", f.path, "err", err)
 	}
-	w.size = 0
-	w.partial = false
+	f.size = 0
+	f.partial = false
 	w.m.Rotations.WithLabelValues(reason).Inc()
-	w.log.Info("rotated", "file", w.opt.Path, "reason", reason)
-	if w.comp != nil {
-		w.comp.poke()
+	w.log.Info("rotated", "file", f.path, "reason", reason)
+	if f.comp != nil {
+		w.comps.poke(f.comp)
 	}
 }
 
-// reopen closes the file and opens whatever is at the path now: after an
-// external logrotate has moved it away, a new file is created.
+// reopen closes the files and opens whatever is at their paths now: after
+// an external logrotate has moved them away, new files are created. The
+// files of a file per source are opened again when next written.
 func (w *Writer) reopen() {
-	w.sync() // the file moved away keeps what was written to it
-	if err := w.lj.Close(); err != nil {
-		w.log.Error("close for reopen", "file", w.opt.Path, "err", err)
+	if w.main == nil {
+		w.syncAll() // the files moved away keep what was written to them
+		for w.opened.Len() > 0 {
+			w.closeFile(w.opened.Back().Value.(*logFile), "reopen")
+		}
+		w.m.Reopens.Inc()
+		w.log.Info("reopened", "files", w.opt.Path)
+		return
 	}
-	if err := w.open(); err != nil {
+	f := w.main
+	w.sync(f)
+	if err := f.lj.Close(); err != nil {
+		w.log.Error("close for reopen", "file", f.path, "err", err)
+	}
+	if err := f.open(false); err != nil {
 		msg := err.Error()
 		w.err.Store(&msg)
 		w.m.WriteErrors.Inc()
-		w.log.Error("reopen failed", "file", w.opt.Path, "err", err)
+		w.log.Error("reopen failed", "file", f.path, "err", err)
 		return
 	}
-	w.partial = false
+	f.partial = false
 	w.m.Reopens.Inc()
-	w.log.Info("reopened", "file", w.opt.Path)
+	w.log.Info("reopened", "file", f.path)
 }
 
 // Alive reports whether Run's loop has turned within the last d.
@@ -476,6 +705,11 @@ func (w *Writer) Alive(d time.Duration) bool {
 	return time.Since(time.Unix(0, w.alive.Load())) < d
 }
 
-// Close closes the file of a writer whose Run never started; Run closes
+// Close closes the files of a writer whose Run never started; Run closes
 // its own.
-func (w *Writer) Close() error { return errors.Join(w.lj.Close(), w.live.Close()) }
+func (w *Writer) Close() error {
+	if w.main != nil {
+		return w.main.close()
+	}
+	return w.dirDesc.Close()
+}
