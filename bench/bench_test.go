@@ -18,7 +18,7 @@ func TestSmoke(t *testing.T) {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
 	t.Log("\n" + out.String())
-	for _, want := range []string{"peak N=5k P=1", "peak N=5k P=2", "rotate 1MB+gzip", "rotate 1MB+zstd", "latency at", "downcase under wrk", "connect endpoints, nobody listening", "forward to JetStream", "central catching up on a backlog", "syncing the live file"} {
+	for _, want := range []string{"peak N=5k P=1", "peak N=5k P=2", "rotate 1MB+gzip", "rotate 1MB+zstd", "latency at", "downcase under wrk", "connect endpoints, nobody listening", "forward to JetStream", "central catching up on a backlog", "syncing the live file", "a file per topic"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("no %q in the table", want)
 		}

@@ -33,25 +33,27 @@ import (
 )
 
 type config struct {
-	runs       int
-	size       int
-	ns, ps     []int
-	rotateN    int
-	rotateMB   int
-	latRate    int
-	latDur     time.Duration
-	wrkDur     time.Duration
-	wrkThreads int
-	wrkConns   int
-	skipDC     bool
-	only       string
-	forwardN   int
-	catchUpN   int
-	syncN      int
-	many       int
-	manyRate   int
-	manyDur    time.Duration
-	idleDur    time.Duration
+	runs        int
+	size        int
+	ns, ps      []int
+	rotateN     int
+	rotateMB    int
+	latRate     int
+	latDur      time.Duration
+	wrkDur      time.Duration
+	wrkThreads  int
+	wrkConns    int
+	skipDC      bool
+	only        string
+	forwardN    int
+	catchUpN    int
+	topicsN     int
+	topicsCases []topicsCase
+	syncN       int
+	many        int
+	manyRate    int
+	manyDur     time.Duration
+	idleDur     time.Duration
 }
 
 func main() {
@@ -73,6 +75,8 @@ func main() {
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "save a 1 s CPU profile of the daemon during each peak run to this file")
 	flag.BoolVar(&memDetail, "mem", false, "print the daemon's memory (RSS by kind, Go heap) after each peak run")
 	flag.IntVar(&c.forwardN, "forward-n", 1_000_000, "messages in the NATS forwarding run (0 skips it)")
+	flag.IntVar(&c.topicsN, "topics-n", 2_000_000, "messages per run of the file-per-topic cases (0 skips them)")
+	c.topicsCases = []topicsCase{{topics: 1000}, {topics: 10_000, open: 256}}
 	flag.IntVar(&c.catchUpN, "catchup-n", 600_000, "lines of backlog a central catches up on, against the edge that forwarded them (0 skips it)")
 	flag.IntVar(&c.syncN, "sync-n", 2_000_000, "messages per peak run in the syncing run, which also repeats the rotation run per AGG_SYNC_INTERVAL (0 skips it)")
 	flag.IntVar(&c.many, "many", 1000, "endpoints (and as many connecting publishers) in the many-publishers run (0 skips it)")
@@ -82,7 +86,7 @@ func main() {
 	// 10 msg/s: a shorter run reports less than a daemon comes to use.
 	flag.DurationVar(&c.manyDur, "many-dur", 60*time.Second, "length of the many-publishers load")
 	flag.DurationVar(&c.idleDur, "idle-dur", 10*time.Second, "how long idle CPU is measured in the many-publishers run")
-	flag.StringVar(&c.only, "only", "", "run only one part: peak, rotate, latency, downcase, many, forward, catchup or sync")
+	flag.StringVar(&c.only, "only", "", "run only one part: peak, rotate, latency, downcase, many, forward, catchup, sync or topics")
 	flag.Parse()
 	if *smoke {
 		only := c.only
@@ -100,7 +104,7 @@ func main() {
 func smokeConfig() config {
 	return config{runs: 1, size: 100, ns: []int{5000}, ps: []int{1, 2}, rotateN: 30000, rotateMB: 1,
 		latRate: 2000, latDur: 500 * time.Millisecond, wrkDur: time.Second, wrkThreads: 1, wrkConns: 4,
-		forwardN: 20_000, catchUpN: 20_000, syncN: 5000, many: 50, manyRate: 10, manyDur: time.Second, idleDur: time.Second}
+		forwardN: 20_000, catchUpN: 20_000, topicsN: 20_000, topicsCases: []topicsCase{{topics: 100}, {topics: 1000, open: 16}}, syncN: 5000, many: 50, manyRate: 10, manyDur: time.Second, idleDur: time.Second}
 }
 
 func ints(s string) []int {
@@ -242,6 +246,11 @@ func run(c config, out io.Writer) error {
 	if (c.only == "" || c.only == "sync") && c.syncN > 0 {
 		if err := runSyncCost(bins, c, out, check); err != nil {
 			return fmt.Errorf("sync: %w", err)
+		}
+	}
+	if (c.only == "" || c.only == "topics") && c.topicsN > 0 {
+		if err := runTopicsCases(bins, c, out, check); err != nil {
+			return fmt.Errorf("topics: %w", err)
 		}
 	}
 	if (c.only == "" || c.only == "many") && c.many > 0 {

@@ -73,9 +73,11 @@ func (f *logFile) open(routed bool) error {
 	if err == nil && routed && !info.Mode().IsRegular() {
 		err = errors.New("not a regular file")
 	}
-	if err == nil && created {
+	if err == nil && created && !routed {
 		// A file just created exists after a power cut only once its
-		// directory entry is synced.
+		// directory entry is synced. A file per source leaves that to the
+		// syncfs that syncs its lines (Writer.syncAll): a directory sync
+		// per new file would stall the writer behind the journal.
 		err = statefile.SyncDir(filepath.Dir(f.path))
 	}
 	if err != nil {

@@ -74,6 +74,10 @@ const DefaultBufferBytes = 256 << 10
 // time rather than a line.
 const RoutedBufferBytes = 4 << 20
 
+// routedQuiet is how long the input of a file per source must pause
+// before the lines are written, when FlushInterval has not come.
+const routedQuiet = time.Millisecond
+
 // routedKeepBytes: a file's buffer that grew past this is let go after its
 // write, so that memory stays bounded by the shared batch, not by the
 // number of files times their largest burst.
@@ -284,6 +288,9 @@ func (w *Writer) Run(q *ingest.Queue, reopen <-chan struct{}) error {
 	}
 	tick := time.NewTicker(every)
 	defer tick.Stop()
+	quietTimer := time.NewTimer(time.Hour)
+	quietTimer.Stop()
+	var quiet <-chan time.Time // armed while lines of a file per source wait for a pause
 	for {
 		select {
 		case b, ok := <-q.C:
@@ -300,8 +307,21 @@ func (w *Writer) Run(q *ingest.Queue, reopen <-chan struct{}) error {
 			q.Taken(b)
 			w.encode(b)
 			q.Recycle(b)
-			if len(q.C) == 0 {
+			switch {
+			case len(q.C) > 0:
+			case w.main != nil:
 				w.flush() // nothing more waiting: let the lines reach the file now
+			case w.buffered > 0 && quiet == nil:
+				// A file per source writes once the input has paused: a
+				// queue that empties for a moment under load would
+				// otherwise cost a write per file each time.
+				quietTimer.Reset(routedQuiet)
+				quiet = quietTimer.C
+			}
+		case <-quiet:
+			quiet = nil
+			if len(q.C) == 0 {
+				w.flush()
 			}
 		case now := <-tick.C:
 			w.alive.Store(now.UnixNano())

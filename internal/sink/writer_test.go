@@ -16,6 +16,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"aggregator/internal/ingest"
+	"aggregator/internal/route"
 )
 
 type harness struct {
@@ -337,4 +338,34 @@ func syncs(t *testing.T, m *Metrics) uint64 {
 		t.Fatal(err)
 	}
 	return d.GetHistogram().GetSampleCount()
+}
+
+func TestIdleFilePerSourceFlushesWithoutWaitingForTheInterval(t *testing.T) {
+	dir := t.TempDir()
+	tpl, err := route.Parse(filepath.Join(dir, "{topic}.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := start(t, Options{Path: tpl.Path(), Route: tpl, FlushInterval: time.Hour, MaxOpenFiles: 4, MaxFiles: 10})
+	b := h.q.Get()
+	for _, topic := range []string{"a", "b"} {
+		b.Records = append(b.Records, ingest.Record{Endpoint: "test", Time: time.Now().UnixNano(),
+			Frames: [][]byte{[]byte(topic), []byte("idle")}})
+	}
+	h.q.Send(b, nil)
+	// Lines of a file per source wait for the input to pause (a
+	// millisecond), not for the tick, which comes after a second at the
+	// earliest here.
+	deadline := time.Now().Add(500 * time.Millisecond)
+	for {
+		a, _ := os.ReadFile(filepath.Join(dir, "a.log"))
+		bb, _ := os.ReadFile(filepath.Join(dir, "b.log"))
+		if strings.Count(string(a), "\n") == 1 && strings.Count(string(bb), "\n") == 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("an idle writer kept the lines of a file per source in the buffer")
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
