@@ -40,7 +40,10 @@ type Template struct {
 	dir   string
 	parts []part
 	holes int // placeholders
-	peer  bool
+	// budget is the most bytes each value's encoding may take, so that a
+	// rendered name stays within maxName.
+	budget int
+	peer   bool
 }
 
 // OverflowValue stands for every placeholder in the name of the overflow
@@ -90,6 +93,11 @@ func Parse(path string) (*Template, error) {
 	if t.holes == 0 {
 		return t, nil
 	}
+	literals := 0
+	for _, p := range t.parts {
+		literals += len(p.text)
+	}
+	t.budget = (maxName - literals) / t.holes
 	// The extension must be the template's, not a value's: backups are
 	// named "<name>-<time><extension>", and a value must never pick it.
 	last := t.parts[len(t.parts)-1]
@@ -174,11 +182,7 @@ const maxName = 200
 
 // AppendName appends the file name (not the directory) of r's file to dst.
 func (t *Template) AppendName(dst []byte, r *ingest.Record) []byte {
-	literals := 0
-	for _, p := range t.parts {
-		literals += len(p.text)
-	}
-	budget := (maxName - literals) / max(t.holes, 1)
+	budget := t.budget
 	for _, p := range t.parts {
 		switch p.field {
 		case literal:

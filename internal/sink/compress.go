@@ -98,6 +98,8 @@ type compressor struct {
 	m          *Metrics
 	log        *slog.Logger
 
+	queued bool // poked and not yet passed over: guarded by compressors.mu
+
 	// Owned by the compressors' goroutine.
 	started bool // its leftover temporary files are removed
 	waiting int  // backups it last found uncompressed
@@ -155,7 +157,6 @@ func newCompressor(path string, codec Codec, maxBackups, maxAgeDays int, keepFro
 type compressors struct {
 	mu      sync.Mutex
 	queue   []*compressor // poked, not yet passed over
-	queued  map[*compressor]bool
 	wake    chan struct{}
 	done    chan struct{}
 	waiting int // uncompressed backups over all files, for the gauge
@@ -163,14 +164,14 @@ type compressors struct {
 }
 
 func newCompressors(m *Metrics) *compressors {
-	return &compressors{queued: map[*compressor]bool{}, wake: make(chan struct{}, 1), done: make(chan struct{}), m: m}
+	return &compressors{wake: make(chan struct{}, 1), done: make(chan struct{}), m: m}
 }
 
 // poke asks for a pass over c's backups; it never blocks.
 func (cs *compressors) poke(c *compressor) {
 	cs.mu.Lock()
-	if !cs.queued[c] {
-		cs.queued[c] = true
+	if !c.queued {
+		c.queued = true
 		cs.queue = append(cs.queue, c)
 	}
 	cs.mu.Unlock()
@@ -190,7 +191,7 @@ func (cs *compressors) next() *compressor {
 	c := cs.queue[0]
 	cs.queue[0] = nil
 	cs.queue = cs.queue[1:]
-	delete(cs.queued, c)
+	c.queued = false
 	return c
 }
 

@@ -20,6 +20,7 @@ import (
 
 	"aggregator/internal/ingest"
 	"aggregator/internal/route"
+	"aggregator/internal/statefile"
 )
 
 // Options configure the writer.
@@ -676,7 +677,14 @@ func (w *Writer) rotate(f *logFile, reason string) {
 		return
 	}
 	f.lastRotate = time.Now()
-	if err := f.open(w.main == nil); err != nil { // lumberjack's new file, and the rename, synced
+	// lumberjack's new file, then the directory: the rename and the new
+	// file's entry are durable before the backup is compressed or pruned
+	// (open syncs the directory only for a file it creates itself).
+	err := f.open(w.main == nil)
+	if err == nil {
+		err = statefile.SyncDir(filepath.Dir(f.path))
+	}
+	if err != nil {
 		msg := err.Error()
 		w.err.Store(&msg)
 		w.log.Error("open after rotation", "file", f.path, "err", err)
