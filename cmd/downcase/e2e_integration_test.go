@@ -72,26 +72,8 @@ func demo(t *testing.T, bin string, dcEnv, aggEnv []string) {
 	dcAddr := freeTCP(t)
 	aggHTTP := freeTCP(t)
 
-	start := func(name string, env ...string) *exec.Cmd {
-		cmd := exec.Command(filepath.Join(bin, name))
-		cmd.Dir = work
-		cmd.Env = append(os.Environ(), env...)
-		var logs strings.Builder
-		cmd.Stderr = &logs
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			cmd.Process.Signal(syscall.SIGTERM)
-			cmd.Wait()
-			if t.Failed() {
-				t.Logf("%s stderr:\n%s", name, logs.String())
-			}
-		})
-		return cmd
-	}
-	agg := start("aggregator", append(aggEnv, "AGG_HTTP_ADDR="+aggHTTP)...)
-	start("downcase", append(dcEnv, "DOWNCASE_HTTP_ADDR="+dcAddr)...)
+	agg := start(t, bin, work, "aggregator", append(aggEnv, "AGG_HTTP_ADDR="+aggHTTP)...)
+	start(t, bin, work, "downcase", append(dcEnv, "DOWNCASE_HTTP_ADDR="+dcAddr)...)
 	logFile := filepath.Join(work, "subscriber.log") // the default name, in the working directory
 
 	// PUB/SUB's slow joiner: what is published before the subscription
@@ -162,6 +144,28 @@ func demo(t *testing.T, bin string, dcEnv, aggEnv []string) {
 	}
 }
 
+// start runs the program name from bin in work with env added, stops it
+// with SIGTERM when the test ends, and shows its log when the test failed.
+func start(t *testing.T, bin, work, name string, env ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(bin, name))
+	cmd.Dir = work
+	cmd.Env = append(os.Environ(), env...)
+	var logs strings.Builder
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("%s stderr:\n%s", name, logs.String())
+		}
+	})
+	return cmd
+}
+
 func freeTCP(t *testing.T) string {
 	t.Helper()
 	addr, err := zmqtest.FreeAddr()
@@ -210,15 +214,6 @@ func TestFirstRequestReachesTheLog(t *testing.T) {
 		t.Run(fmt.Sprintf("aggregator first %v", aggregatorFirst), func(t *testing.T) {
 			work := t.TempDir()
 			pubEP, dcAddr, aggHTTP := freeTCP(t), freeTCP(t), freeTCP(t)
-			start := func(name string, env ...string) {
-				cmd := exec.Command(filepath.Join(bin, name))
-				cmd.Dir = work
-				cmd.Env = append(os.Environ(), env...)
-				if err := cmd.Start(); err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
-			}
 			ready := func(addr string) {
 				eventually.Within(t, 10*time.Second, addr+" ready", func() bool {
 					resp, err := http.Get("http://" + addr + "/-/ready")
@@ -230,14 +225,14 @@ func TestFirstRequestReachesTheLog(t *testing.T) {
 				})
 			}
 			aggregator := func() {
-				start("aggregator", "AGG_CONNECT=tcp://"+pubEP, "AGG_HTTP_ADDR="+aggHTTP)
+				start(t, bin, work, "aggregator", "AGG_CONNECT=tcp://"+pubEP, "AGG_HTTP_ADDR="+aggHTTP)
 				ready(aggHTTP)
 			}
 			if aggregatorFirst {
 				aggregator()
 				time.Sleep(3 * time.Second) // the reconnect back-off grows to its cap
 			}
-			start("downcase", "DOWNCASE_PUB_BIND=tcp://"+pubEP, "DOWNCASE_HTTP_ADDR="+dcAddr)
+			start(t, bin, work, "downcase", "DOWNCASE_PUB_BIND=tcp://"+pubEP, "DOWNCASE_HTTP_ADDR="+dcAddr)
 			ready(dcAddr)
 			resp, err := http.Get("http://" + dcAddr + "/downcase/?param=FiRST")
 			if err != nil {

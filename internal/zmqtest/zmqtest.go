@@ -5,7 +5,11 @@ package zmqtest
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
+	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	zmq "github.com/pebbe/zmq4"
@@ -141,14 +145,42 @@ func (p *Publisher) SetSndhwm(n int) error { return p.sock.SetSndhwm(n) }
 func (p *Publisher) Close() error { return p.sock.Close() }
 
 // FreeAddr returns 127.0.0.1:PORT with a port that was free a moment ago,
-// for a server that must bind it itself.
+// for a server that must bind it itself. The port lies below the kernel's
+// ephemeral range: a port from that range (what binding port 0 gives) can
+// be taken in the meantime by any outgoing connection on the machine, a
+// parallel test's or the very client that waits for the server (a
+// connect to a port nobody listens on can connect to itself), and the
+// server then fails to bind.
 func FreeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
+	low := ephemeralLow()
+	for range 100 {
+		port := freeLow + rand.IntN(low-freeLow)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		defer l.Close()
+		return l.Addr().String(), nil
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	return "", fmt.Errorf("no free port in %d-%d", freeLow, low-1)
+}
+
+// freeLow is the lowest port FreeAddr picks: above the registered ports
+// that services on a test machine commonly use.
+const freeLow = 20000
+
+// ephemeralLow is the first port of the kernel's ephemeral range (32768
+// when it cannot be read, Linux's default).
+func ephemeralLow() int {
+	low := 32768
+	if data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(data)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > freeLow+1000 {
+				low = n
+			}
+		}
+	}
+	return low
 }
 
 // FreeTCPEndpoint is FreeAddr as a ZeroMQ endpoint, tcp://127.0.0.1:PORT.
