@@ -346,6 +346,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("curve_secret_key_file", c.SecretKeyFile), slog.String("curve_allowed_keys_file", c.AllowedKeysFile),
 		slog.String("curve_server_public_key_file", c.ServerPublicKeyFile),
 		slog.Any("nats_url", c.NATS.URLs), slog.String("nats_stream", c.NATS.Stream), slog.String("nats_subject", c.NATS.Subject),
+		slog.Int("nats_partitions", c.NATS.Partitions), slog.String("nats_consume", c.NATS.Consume), slog.Int("nats_partition", c.NATS.Partition),
 		slog.String("http_addr", c.HTTPAddr),
 	)
 }

@@ -57,7 +57,7 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 		MaxMessageBytes: 0, QueueBatches: 0, MaxOpenFiles: 0, MaxFiles: 0, ReconnectMax: time.Millisecond, HTTPAddr: "9780", LogLevel: "loud", LogFormat: "xml",
 		KeyFiles: curve.KeyFiles{ServerPublicKeyFile: "/etc/aggregator/publishers.public"}, // without a secret key of our own
 		NATS: forward.Config{URLs: []string{"http://x"}, Stream: "a b", Subject: "a.*", Replicas: 0, Edge: "a/b", Consume: "a.b", Durable: "x y",
-			Creds: "c", NKeySeed: "n", Password: "p", Cert: "c"},
+			Partitions: -1, Partition: -2, Creds: "c", NKeySeed: "n", Password: "p", Cert: "c"},
 	}
 	err := cfg.Validate()
 	if err == nil {

@@ -185,7 +185,7 @@ func TestResendPastTheDuplicateWindow(t *testing.T) {
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	stream, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "AGGREGATOR", Subjects: []string{"aggregator.lines"}, Duplicates: time.Second})
+	stream, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "AGGREGATOR", Subjects: []string{"aggregator.lines.*"}, Duplicates: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -113,7 +113,8 @@ func newDaemon(cfg Config, log *slog.Logger, getenv func(string) string) (d *dae
 		if d.cons, err = consume.New(consume.Options{
 			Conn:         cfg.NATS.Options(cfg.LogFile),
 			Stream:       cfg.NATS.Consume,
-			Durable:      cfg.NATS.Durable,
+			Durable:      cfg.NATS.ConsumerName(),
+			Partition:    cfg.NATS.Partition,
 			Log:          cfg.LogFile,
 			MaxFileBytes: int64(cfg.MaxSizeMB) << 20,
 		}, consume.NewMetrics(d.reg), log.With("component", "consume")); err != nil {

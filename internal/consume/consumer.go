@@ -15,6 +15,12 @@
 // comes again at once rather than after AckWait. A chunk an edge sends
 // again, after any outage and past the stream's duplicate window, is
 // recognised by its message ID (edge, file, offset) and not written twice.
+//
+// One central takes a durable consumer's chunks at a time: the consumer
+// pins a client (JetStream's priority group with the pinned_client policy,
+// nats-server 2.11+), and any other central on it stands by, fetching and
+// getting nothing, until the pinned one stops pulling for pinTTL. The
+// central that takes over starts after what the last one acknowledged.
 package consume
 
 import (
@@ -40,6 +46,7 @@ import (
 	"aggregator/internal/ingest"
 	"aggregator/internal/sink"
 	"aggregator/internal/statefile"
+	"aggregator/internal/subjects"
 )
 
 // Options say what to consume and where the lines go.
@@ -47,7 +54,9 @@ type Options struct {
 	Conn    forward.Options // servers and credentials
 	Stream  string
 	Durable string
-	Log     string // the live file; the state is kept next to it
+	// Partition is the one partition to consume; -1: every chunk.
+	Partition int
+	Log       string // the live file; the state is kept next to it
 	// MaxFileBytes is the writer's file size: a durable batch is kept
 	// smaller, so that it always fits in one file.
 	MaxFileBytes int64
@@ -59,6 +68,14 @@ const (
 	ackWait    = 30 * time.Second
 	retryMax   = 5 * time.Second
 	stateName  = ".consumed"
+	// moreWait is how long a window waits for chunks after its first:
+	// a pinned consumer takes no no-wait fetch (it must name its group).
+	moreWait = 5 * time.Millisecond
+	// pinGroup and pinTTL: the priority group every central fetches in,
+	// and how long the pinned one may go without a fetch before a
+	// standby takes over (a central fetches at least every fetchWait).
+	pinGroup = "central"
+	pinTTL   = 5 * time.Second
 	// edgeHistory is how many of each edge's files the state remembers:
 	// an edge that sends a file again after a damaged checkpoint is
 	// recognised for its last few files.
@@ -71,6 +88,8 @@ type Metrics struct {
 	Skipped       prometheus.Counter // chunks delivered again that were already written
 	Errors        prometheus.Counter
 	Rewound       prometheus.Counter // bytes cut at start: written, never acknowledged
+	Active        prometheus.Gauge   // 1 while this central holds the consumer's pin
+	Takeovers     prometheus.Counter
 }
 
 // NewMetrics registers the consumer's metrics.
@@ -84,7 +103,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Rewound: prometheus.NewCounter(prometheus.CounterOpts{Name: "aggregator_consume_rewound_bytes_total",
 			Help: "Bytes cut from the end of the live file at start: written after the last acknowledged window (before a crash), taken from the stream again."}),
 	}
-	reg.MustRegister(m.Chunks, m.Lines, m.Skipped, m.Errors, m.Rewound)
+	m.Active = prometheus.NewGauge(prometheus.GaugeOpts{Name: "aggregator_consume_active",
+		Help: "1 while this central takes the durable consumer's chunks (holds its pin), 0 while it stands by for another central."})
+	m.Takeovers = prometheus.NewCounter(prometheus.CounterOpts{Name: "aggregator_consume_takeovers_total",
+		Help: "Times this central was given the consumer's pin (at its start, or from a central that stopped) and resumed after the last acknowledged chunk."})
+	reg.MustRegister(m.Chunks, m.Lines, m.Skipped, m.Errors, m.Rewound, m.Active, m.Takeovers)
 	return m
 }
 
@@ -95,10 +118,24 @@ type Consumer struct {
 	log     *slog.Logger
 	nc      *nats.Conn
 	js      jetstream.JetStream
+	layout  subjects.Layout
 	failure atomic.Pointer[string]
 	stateF  string
 	st      state       // what is durable: owned by Run
 	noReset atomic.Bool // the server has no consumer reset (logged once)
+
+	// Owned by Run: the stream, the pin this process holds ("" while it
+	// stands by), and the consumer sequence of the last chunk delivered
+	// (0 after a reset: the next is 1), which tells a chunk lost on its
+	// way (a fetch that timed out as it was served) from a filter's gap.
+	stream    jetstream.Stream
+	pin       string
+	delivered uint64
+	known     bool // delivered is known (the server reset the consumer)
+	// regressed: the state is the one saved before the last (the last
+	// was damaged), so the consumer's acknowledgements may be ahead of it
+	// without another central having written anything.
+	regressed bool
 }
 
 // state is what survives a restart.
@@ -109,6 +146,12 @@ type state struct {
 	// Edges are, for each edge, the files it sent from most recently
 	// (newest last) and the offset in each up to which the lines are held.
 	Edges map[string][]held `json:"edges,omitempty"`
+	// Stream is when the stream was created: one created again (to change
+	// its partitions) numbers its chunks from 1 again.
+	Stream string `json:"stream,omitempty"`
+	// Pin is the consumer's pin this central was last given: after a
+	// crash, a pin still held by the dead process is released at start.
+	Pin string `json:"pin,omitempty"`
 }
 
 type held struct {
@@ -167,12 +210,14 @@ func chunkID(id string) (edge, segment string, start int64, ok bool) {
 // New loads the state, cuts off what the live file holds beyond it, and
 // connects (in the background). It runs before the writer opens the file.
 func New(opt Options, m *Metrics, log *slog.Logger) (*Consumer, error) {
-	c := &Consumer{opt: opt, m: m, log: log, stateF: opt.Log + stateName}
+	c := &Consumer{opt: opt, m: m, log: log, stateF: opt.Log + stateName,
+		layout: subjects.Layout{Prefix: opt.Conn.Subject, Partitions: opt.Conn.Partitions}}
 	from, err := statefile.Load(c.stateF, &c.st)
 	if err != nil {
 		return nil, fmt.Errorf("consumer state: %w; to take the whole stream again, remove %s and its .prev and empty %s", err, c.stateF, opt.Log)
 	}
 	if from == statefile.Previous {
+		c.regressed = true
 		log.Warn("consumer state missing or damaged: resuming from the one saved before it", "file", c.stateF)
 	}
 	if c.st.Edges == nil {
@@ -305,7 +350,8 @@ var errWriterStopped = errors.New("the writer has stopped")
 // it finds, can tell; writing on would write the window twice.
 var errStateNotSaved = errors.New("consumer state not saved after a window was written; the daemon stops so that its restart cuts the file back to the state on disk")
 
-// consumer finds (or creates) the durable consumer and resets it to the
+// consumer finds (or creates) the durable consumer of the partition,
+// pinned, and, when no other central holds its pin, resets it to the
 // sequence after the last one written: what it had delivered and not seen
 // acknowledged (by a process that died, or in a round that failed) comes
 // again now, in order.
@@ -316,30 +362,115 @@ func (c *Consumer) consumer(ctx context.Context) (jetstream.Consumer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stream %s: %w", c.opt.Stream, err)
 	}
+	c.stream = s
+	info := s.CachedInfo()
+	if c.opt.Partition >= 0 || c.layout.Partitions > 0 {
+		if err := c.layout.SamePartitions(info.Config); err != nil {
+			return nil, err
+		}
+	}
+	if created := info.Created.UTC().Format(time.RFC3339Nano); c.st.Stream != created {
+		if c.st.Stream != "" {
+			c.log.Warn("the stream was created again since this central last took from it: taking it from its start",
+				"stream", c.opt.Stream, "created", created, "last_seq", c.st.Seq)
+			c.st.Seq = 0
+		}
+		c.st.Stream = created
+	}
 	cons, err := s.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-		Durable:       c.opt.Durable,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckWait:       ackWait,
-		MaxAckPending: 4 * fetchBatch,
+		Durable:        c.opt.Durable,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		FilterSubject:  c.layout.Filter(c.opt.Partition),
+		AckWait:        ackWait,
+		MaxAckPending:  4 * fetchBatch,
+		PriorityPolicy: jetstream.PriorityPolicyPinned,
+		PriorityGroups: []string{pinGroup},
+		PinnedTTL:      pinTTL,
 	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("consumer %s: %w", c.opt.Durable, err)
 	}
-	_, err = s.ResetConsumerToSequence(ctx, c.opt.Durable, c.st.Seq+1)
+	c.pin = ""
+	c.m.Active.Set(0)
+	pinned := ""
+	for _, g := range cons.CachedInfo().PriorityGroups {
+		if g.Group == pinGroup {
+			pinned = g.PinnedClientID
+		}
+	}
+	if pinned != "" && pinned == c.st.Pin {
+		// This central's own pin, held by a process that died (or by
+		// this one's last connection): released now, not after pinTTL.
+		if err := s.UnpinConsumer(ctx, c.opt.Durable, pinGroup); err != nil {
+			return nil, fmt.Errorf("unpin consumer %s: %w", c.opt.Durable, err)
+		}
+		pinned = ""
+	}
+	if pinned == "" {
+		if err := c.reset(ctx, c.st.Seq+1); err != nil {
+			return nil, err
+		}
+	}
+	return cons, nil
+}
+
+// reset moves the durable consumer to seq: what it had delivered and not
+// seen acknowledged comes again now, in order.
+func (c *Consumer) reset(ctx context.Context, seq uint64) error {
+	_, err := c.stream.ResetConsumerToSequence(ctx, c.opt.Durable, seq)
 	var apiErr *jetstream.APIError
 	switch {
 	case err == nil:
+		c.delivered, c.known = 0, true
 	case errors.As(err, &apiErr) && !errors.Is(err, jetstream.ErrConsumerNotFound), errors.Is(err, nats.ErrNoResponders):
 		// A server without the reset: what a killed central had fetched
 		// comes again after AckWait instead, and nothing is written twice.
+		c.known = false
 		if !c.noReset.Swap(true) {
 			c.log.Warn("the NATS server cannot reset a consumer: after a crash, what was fetched comes again after AckWait", "ack_wait", ackWait, "err", err)
 		}
 	default:
-		return nil, fmt.Errorf("reset consumer %s to sequence %d: %w", c.opt.Durable, c.st.Seq+1, err)
+		return fmt.Errorf("reset consumer %s to sequence %d: %w", c.opt.Durable, seq, err)
 	}
-	return cons, nil
+	return nil
+}
+
+// takeOver is called when the consumer gives this central its pin: it
+// resumes after what is written here or, when another central has
+// acknowledged more (it held the pin before), after that.
+func (c *Consumer) takeOver(ctx context.Context, cons jetstream.Consumer, pin string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("consumer %s: %w", c.opt.Durable, err)
+	}
+	from := c.st.Seq
+	// The state is saved before a chunk is acknowledged, so what is
+	// acknowledged beyond it was written by another central, unless the
+	// state fell back to the one before it.
+	if floor := info.AckFloor.Stream; floor > from && !c.regressed {
+		c.log.Info("taking over from another central: resuming after what it acknowledged",
+			"consumer", c.opt.Durable, "acknowledged", floor, "written_here", c.st.Seq)
+		from = floor
+	}
+	c.regressed = false
+	if err := c.reset(ctx, from+1); err != nil {
+		return err
+	}
+	// Saved at once: a crash before the next window then finds its pin
+	// to release, and a sequence taken over is not taken again.
+	st := c.st.clone()
+	st.Seq, st.Pin = from, pin
+	if err := statefile.Save(c.stateF, st); err != nil {
+		return fmt.Errorf("save consumer state: %w", err)
+	}
+	c.st, c.pin = st, pin
+	c.m.Active.Set(1)
+	c.m.Takeovers.Inc()
+	c.log.Info("taking the consumer's chunks", "consumer", c.opt.Durable, "from_seq", from+1)
+	return nil
 }
 
 // round fetches a window of chunks and writes what is new in it as durable
@@ -348,6 +479,23 @@ func (c *Consumer) consumer(ctx context.Context) (jetstream.Consumer, error) {
 // not finish.
 func (c *Consumer) round(ctx context.Context, cons jetstream.Consumer, q *ingest.Queue, abort <-chan struct{}) (err error) {
 	msgs, err := fetchWindow(cons)
+	if errors.Is(err, jetstream.ErrPinIDMismatch) {
+		// Another central was given the pin (this one stalled past
+		// pinTTL): it resumes after what this one acknowledged.
+		if c.pin != "" {
+			c.log.Warn("another central took the consumer's chunks over; standing by", "consumer", c.opt.Durable)
+		}
+		c.pin = ""
+		c.m.Active.Set(0)
+		return nil
+	}
+	if len(msgs) > 0 {
+		if pin := msgs[0].Headers().Get("Nats-Pin-Id"); pin != c.pin {
+			// Newly pinned: the window may start anywhere (after what a
+			// dead central had fetched); it comes again after the reset.
+			return c.takeOver(ctx, cons, pin)
+		}
+	}
 	acked := 0
 	defer func() {
 		if err != nil {
@@ -380,17 +528,23 @@ func (c *Consumer) round(ctx context.Context, cons jetstream.Consumer, q *ingest
 		if err != nil {
 			return err
 		}
-		seq := meta.Sequence.Stream
-		if seq <= next.Seq {
-			c.m.Skipped.Inc() // written before; its acknowledgement was lost
-			continue
-		}
-		if seq != next.Seq+1 && !c.gapIsRetention(ctx, next.Seq+1) {
+		seq, d := meta.Sequence.Stream, meta.Sequence.Consumer
+		if c.known && d != c.delivered+1 {
+			// A delivery this central never saw (its fetch ended as it was
+			// served): it would come after AckWait, out of order.
 			for _, later := range msgs[i:] {
 				later.Nak()
 			}
 			msgs, gap = msgs[:i], errGap
 			break
+		}
+		c.delivered, c.known = d, true
+		if seq <= next.Seq {
+			c.m.Skipped.Inc() // written before; its acknowledgement was lost
+			continue
+		}
+		if seq != next.Seq+1 && c.opt.Partition < 0 {
+			c.retentionGap(next.Seq+1, seq)
 		}
 		data, edge := m.Data(), m.Headers().Get("Aggregator-Edge")
 		// A batch that would grow past the limit is closed before this
@@ -466,16 +620,15 @@ func (c *Consumer) round(ctx context.Context, cons jetstream.Consumer, q *ingest
 // up to fetchBatch chunks, without waiting for a full window (a backlog's
 // last window would otherwise wait fetchWait for chunks that never come).
 // When nothing is there it waits up to fetchWait for the first chunk, so a
-// quiet stream's lines are written as soon as they arrive.
+// quiet stream's lines are written as soon as they arrive; every fetch
+// names the priority group, which keeps this central's pin.
 func fetchWindow(cons jetstream.Consumer) ([]jetstream.Msg, error) {
-	msgs, err := take(cons.FetchNoWait(fetchBatch))
-	if err != nil || len(msgs) > 0 {
+	group := jetstream.FetchPriorityGroup(pinGroup)
+	msgs, err := take(cons.Fetch(1, jetstream.FetchMaxWait(fetchWait), group))
+	if err != nil || len(msgs) == 0 {
 		return msgs, err
 	}
-	if msgs, err = take(cons.Fetch(1, jetstream.FetchMaxWait(fetchWait))); err != nil || len(msgs) == 0 {
-		return msgs, err
-	}
-	more, err := take(cons.FetchNoWait(fetchBatch - 1))
+	more, err := take(cons.Fetch(fetchBatch-1, jetstream.FetchMaxWait(moreWait), group))
 	return append(msgs, more...), err
 }
 
@@ -495,23 +648,12 @@ func take(batch jetstream.MessageBatch, err error) ([]jetstream.Msg, error) {
 	return msgs, nil
 }
 
-// gapIsRetention reports whether the stream no longer holds seq (its
-// limits removed it): a gap the consumer can never fill, logged and
-// passed over.
-func (c *Consumer) gapIsRetention(ctx context.Context, seq uint64) bool {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	s, err := c.js.Stream(ctx, c.opt.Stream)
-	if err != nil {
-		return false
-	}
-	info, err := s.Info(ctx)
-	if err != nil || info.State.FirstSeq <= seq {
-		return false
-	}
+// retentionGap logs and counts chunks the stream no longer holds (its
+// limits removed them before they were written): delivered in order, the
+// consumer skipped them because they are gone.
+func (c *Consumer) retentionGap(from, to uint64) {
 	c.m.Errors.Inc()
-	c.log.Error("chunks removed from the stream before they were written", "from", seq, "to", info.State.FirstSeq-1)
-	return true
+	c.log.Error("chunks removed from the stream before they were written", "from", from, "to", to-1)
 }
 
 // annotate adds the edge's name to each line of a chunk: a JSON line gets

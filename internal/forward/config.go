@@ -1,31 +1,35 @@
 package forward
 
 import (
+	"fmt"
 	"net/url"
 	"os"
 	"strings"
 
 	"aggregator/internal/envconf"
+	"aggregator/internal/subjects"
 )
 
 // Config is the forwarding part of the daemon's configuration, embedded
 // in it so that the variables are PREFIX_NATS_*.
 type Config struct {
-	URLs     []string `envconfig:"URL" desc:"comma-separated NATS servers (nats://host:4222, tls://host:4222) to forward every line written to; empty: no forwarding"`
-	Stream   string   `envconfig:"STREAM" default:"AGGREGATOR" desc:"JetStream stream the lines go to; created if missing"`
-	Subject  string   `envconfig:"SUBJECT" default:"aggregator.lines" desc:"subject the chunks of lines are published on; the stream must take it"`
-	Replicas int      `envconfig:"REPLICAS" default:"1" desc:"replicas of a stream the daemon creates (1 to 5; 3 on a cluster of three)"`
-	Consume  string   `envconfig:"CONSUME" desc:"central daemon: a stream to take lines from and write to this daemon's files, exactly once; it then forwards nothing"`
-	Durable  string   `envconfig:"DURABLE" default:"aggregator" desc:"central daemon: the durable consumer's name (one per central)"`
-	Edge     string   `envconfig:"EDGE" desc:"this daemon's name in message IDs and the Aggregator-Edge header; empty: the host name"`
-	Creds    string   `envconfig:"CREDS" desc:"NATS credentials file (JWT and seed)"`
-	NKeySeed string   `envconfig:"NKEY" desc:"file with an NKey seed"`
-	User     string   `envconfig:"USER" desc:"NATS user name (with AGG_NATS_PASSWORD)"`
-	Password string   `envconfig:"PASSWORD" desc:"NATS password"`
-	Token    string   `envconfig:"TOKEN" desc:"NATS authentication token"`
-	CA       string   `envconfig:"CA" desc:"file of CA certificates to verify the NATS servers with (TLS)"`
-	Cert     string   `envconfig:"CERT" desc:"client certificate file for TLS (with AGG_NATS_KEY)"`
-	Key      string   `envconfig:"KEY" desc:"client key file for TLS"`
+	URLs       []string `envconfig:"URL" desc:"comma-separated NATS servers (nats://host:4222, tls://host:4222) to forward every line written to; empty: no forwarding"`
+	Stream     string   `envconfig:"STREAM" default:"AGGREGATOR" desc:"JetStream stream the lines go to; created if missing"`
+	Subject    string   `envconfig:"SUBJECT" default:"aggregator.lines" desc:"subject prefix: an edge publishes its chunks on PREFIX.EDGE, and a stream the daemon creates takes PREFIX.*"`
+	Partitions int      `envconfig:"PARTITIONS" default:"0" desc:"number of partitions a stream the daemon creates maps the edges onto (JetStream's partition() transform, nats-server 2.10+); 0: none. Edges and centrals must agree"`
+	Partition  int      `envconfig:"PARTITION" default:"-1" desc:"central daemon: the one partition to consume (0 to AGG_NATS_PARTITIONS-1), with its own durable consumer DURABLE-PARTITION; -1: every partition"`
+	Replicas   int      `envconfig:"REPLICAS" default:"1" desc:"replicas of a stream the daemon creates (1 to 5; 3 on a cluster of three)"`
+	Consume    string   `envconfig:"CONSUME" desc:"central daemon: a stream to take lines from and write to this daemon's files, exactly once; it then forwards nothing"`
+	Durable    string   `envconfig:"DURABLE" default:"aggregator" desc:"central daemon: the durable consumer's name (one per central)"`
+	Edge       string   `envconfig:"EDGE" desc:"this daemon's name in message IDs and the Aggregator-Edge header; empty: the host name"`
+	Creds      string   `envconfig:"CREDS" desc:"NATS credentials file (JWT and seed)"`
+	NKeySeed   string   `envconfig:"NKEY" desc:"file with an NKey seed"`
+	User       string   `envconfig:"USER" desc:"NATS user name (with AGG_NATS_PASSWORD)"`
+	Password   string   `envconfig:"PASSWORD" desc:"NATS password"`
+	Token      string   `envconfig:"TOKEN" desc:"NATS authentication token"`
+	CA         string   `envconfig:"CA" desc:"file of CA certificates to verify the NATS servers with (TLS)"`
+	Cert       string   `envconfig:"CERT" desc:"client certificate file for TLS (with AGG_NATS_KEY)"`
+	Key        string   `envconfig:"KEY" desc:"client key file for TLS"`
 }
 
 // Enabled reports whether lines are forwarded: NATS is configured and
@@ -65,6 +69,17 @@ func (c *Config) Validate(p *envconf.Problems) {
 	}
 	if c.Subject == "" || strings.ContainsAny(c.Subject, " *>\t") || strings.HasPrefix(c.Subject, ".") || strings.HasSuffix(c.Subject, ".") || strings.Contains(c.Subject, "..") {
 		p.Add("NATS_SUBJECT", "%q: want a subject such as aggregator.lines, without wildcards", c.Subject)
+	}
+	if c.Partitions < 0 || c.Partitions > subjects.MaxPartitions {
+		p.Add("NATS_PARTITIONS", "%d: must be between 0 (none) and %d", c.Partitions, subjects.MaxPartitions)
+	}
+	switch {
+	case c.Partition < -1:
+		p.Add("NATS_PARTITION", "%d: must be -1 (every partition) or a partition", c.Partition)
+	case c.Partition >= 0 && !c.Consuming():
+		p.Add("NATS_PARTITION", "only a central daemon (AGG_NATS_CONSUME) consumes a partition")
+	case c.Partition >= 0 && c.Partition >= c.Partitions:
+		p.Add("NATS_PARTITION", "%d: must be below AGG_NATS_PARTITIONS (%d)", c.Partition, c.Partitions)
 	}
 	if c.Replicas < 1 || c.Replicas > 5 {
 		p.Add("NATS_REPLICAS", "%d: must be between 1 and 5", c.Replicas)
@@ -107,13 +122,21 @@ func (c *Config) CheckFiles(p *envconf.Problems) {
 	}
 }
 
+// ConsumerName is the central's durable consumer: one per partition.
+func (c *Config) ConsumerName() string {
+	if c.Partition >= 0 {
+		return fmt.Sprintf("%s-%d", c.Durable, c.Partition)
+	}
+	return c.Durable
+}
+
 // Options are the forwarder's options for this configuration.
 func (c *Config) Options(log string) Options {
 	edge := c.Edge
 	if edge == "" {
 		edge, _ = os.Hostname()
 	}
-	return Options{URLs: c.URLs, Stream: c.Stream, Subject: c.Subject, Replicas: c.Replicas, Edge: edge,
+	return Options{URLs: c.URLs, Stream: c.Stream, Subject: c.Subject, Replicas: c.Replicas, Edge: edge, Partitions: c.Partitions,
 		Creds: c.Creds, NKeySeed: c.NKeySeed, User: c.User, Password: c.Password, Token: c.Token,
 		CA: c.CA, Cert: c.Cert, Key: c.Key, Log: log}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"aggregator/internal/sink"
+	"aggregator/internal/subjects"
 )
 
 // Options say where lines go and how to get there.
@@ -28,6 +29,9 @@ type Options struct {
 	Subject  string
 	Replicas int // of a stream the forwarder creates
 	Edge     string
+	// Partitions of a stream the forwarder creates (0: none); a stream
+	// that exists with others is an error.
+	Partitions int
 
 	Creds, NKeySeed, User, Password, Token string
 	CA, Cert, Key                          string
@@ -60,6 +64,9 @@ type Forwarder struct {
 	nc   *nats.Conn
 	js   jetstream.JetStream
 	wake chan struct{}
+	// layout is the stream's subjects; subject is this edge's.
+	layout  subjects.Layout
+	subject string
 
 	failure   atomic.Pointer[string] // why forwarding fails now; nil while it works
 	caughtUp  atomic.Int64           // Unix ns when everything written was last acknowledged
@@ -93,7 +100,9 @@ type checkpoint struct {
 // New connects (retrying in the background: a NATS server that is down
 // at start is not an error) and returns the forwarder.
 func New(opt Options, m *Metrics, log *slog.Logger) (*Forwarder, error) {
-	f := &Forwarder{opt: opt, m: m, log: log, wake: make(chan struct{}, 1), checkFile: opt.Log + checkpointName}
+	f := &Forwarder{opt: opt, m: m, log: log, wake: make(chan struct{}, 1), checkFile: opt.Log + checkpointName,
+		layout: subjects.Layout{Prefix: opt.Subject, Partitions: opt.Partitions}}
+	f.subject = f.layout.Edge(opt.Edge)
 	var err error
 	if f.nc, err = opt.Connect("aggregator edge "+opt.Edge, f.fail); err != nil {
 		return nil, err
@@ -180,49 +189,37 @@ func (f *Forwarder) Run(ctx context.Context) error {
 }
 
 // ensureStream finds the stream, or creates it; a stream that exists must
-// take the subject.
+// take the edge's subject, and have the partitions configured.
 func (f *Forwarder) ensureStream(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, ackWait)
 	defer cancel()
 	s, err := f.js.Stream(ctx, f.opt.Stream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		_, err = f.js.CreateStream(ctx, jetstream.StreamConfig{
-			Name:       f.opt.Stream,
-			Subjects:   []string{f.opt.Subject},
-			Replicas:   f.opt.Replicas,
-			Duplicates: duplicates,
-			Storage:    jetstream.FileStorage,
+			Name:             f.opt.Stream,
+			Subjects:         f.layout.Subjects(),
+			SubjectTransform: f.layout.Transform(),
+			Replicas:         f.opt.Replicas,
+			Duplicates:       duplicates,
+			Storage:          jetstream.FileStorage,
 		})
 		if err != nil {
 			return fmt.Errorf("create stream %s: %w", f.opt.Stream, err)
 		}
-		f.log.Info("stream created", "stream", f.opt.Stream, "subject", f.opt.Subject, "replicas", f.opt.Replicas)
+		f.log.Info("stream created", "stream", f.opt.Stream, "subjects", f.layout.Subjects(), "partitions", f.opt.Partitions, "replicas", f.opt.Replicas)
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("stream %s: %w", f.opt.Stream, err)
 	}
-	if !slices.ContainsFunc(s.CachedInfo().Config.Subjects, func(pattern string) bool { return subjectMatches(pattern, f.opt.Subject) }) {
-		return fmt.Errorf("stream %s takes subjects %v, not %s (AGG_NATS_SUBJECT)", f.opt.Stream, s.CachedInfo().Config.Subjects, f.opt.Subject)
+	cfg := s.CachedInfo().Config
+	if err := f.layout.TakesEdges(cfg); err != nil {
+		return err
+	}
+	if f.opt.Partitions > 0 {
+		return f.layout.SamePartitions(cfg)
 	}
 	return nil
-}
-
-// subjectMatches reports whether a NATS subject pattern (with * and >)
-// takes subject.
-func subjectMatches(pattern, subject string) bool {
-	p, s := strings.Split(pattern, "."), strings.Split(subject, ".")
-	for i, tok := range p {
-		switch {
-		case tok == ">":
-			return len(s) > i
-		case i >= len(s):
-			return false
-		case tok != "*" && tok != s[i]:
-			return false
-		}
-	}
-	return len(p) == len(s)
 }
 
 // forward sends windows until ctx is done or a window fails.
@@ -352,7 +349,7 @@ func (f *Forwarder) send(ctx context.Context, seg *segment, cp *checkpoint, win 
 			}
 			data = buf
 		}
-		msg := nats.NewMsg(f.opt.Subject)
+		msg := nats.NewMsg(f.subject)
 		msg.Data = slices.Clone(data)
 		if len(data) > 0 && data[len(data)-1] != '\n' {
 			msg.Data = append(msg.Data, '\n') // the last line of a cut file

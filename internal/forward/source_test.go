@@ -9,25 +9,6 @@ import (
 	"testing"
 )
 
-func TestSubjectMatches(t *testing.T) {
-	for _, tt := range []struct {
-		pattern, subject string
-		want             bool
-	}{
-		{"aggregator.lines", "aggregator.lines", true},
-		{"aggregator.*", "aggregator.lines", true},
-		{"aggregator.>", "aggregator.lines.x", true},
-		{">", "aggregator.lines", true},
-		{"aggregator.*", "aggregator.lines.x", false},
-		{"other.>", "aggregator.lines", false},
-		{"aggregator.lines.x", "aggregator.lines", false},
-	} {
-		if got := subjectMatches(tt.pattern, tt.subject); got != tt.want {
-			t.Errorf("subjectMatches(%q, %q) = %v", tt.pattern, tt.subject, got)
-		}
-	}
-}
-
 // TestChunksAreWholeLines: chunks end at a newline, respect their limits
 // but always hold at least one line, leave a partial line for later, and
 // pick it up once the writer has finished it.
