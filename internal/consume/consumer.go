@@ -136,6 +136,7 @@ type Consumer struct {
 	// was damaged), so the consumer's acknowledgements may be ahead of it
 	// without another central having written anything.
 	regressed bool
+	backlog   bool // the last window was full: the next is asked for whole
 }
 
 // state is what survives a restart.
@@ -478,7 +479,8 @@ func (c *Consumer) takeOver(ctx context.Context, cons jetstream.Consumer, pin st
 // window. Any early return first hands back (Nak) what it fetched and did
 // not finish.
 func (c *Consumer) round(ctx context.Context, cons jetstream.Consumer, q *ingest.Queue, abort <-chan struct{}) (err error) {
-	msgs, err := fetchWindow(cons)
+	msgs, err := fetchWindow(cons, c.backlog)
+	c.backlog = len(msgs) == fetchBatch
 	if errors.Is(err, jetstream.ErrPinIDMismatch) {
 		// Another central was given the pin (this one stalled past
 		// pinTTL): it resumes after what this one acknowledged.
@@ -620,15 +622,20 @@ func (c *Consumer) round(ctx context.Context, cons jetstream.Consumer, q *ingest
 // up to fetchBatch chunks, without waiting for a full window (a backlog's
 // last window would otherwise wait fetchWait for chunks that never come).
 // When nothing is there it waits up to fetchWait for the first chunk, so a
-// quiet stream's lines are written as soon as they arrive; every fetch
-// names the priority group, which keeps this central's pin.
-func fetchWindow(cons jetstream.Consumer) ([]jetstream.Msg, error) {
+// quiet stream's lines are written as soon as they arrive. After a full
+// window (a backlog) it asks for a whole window at once. Every fetch names
+// the priority group, which keeps this central's pin.
+func fetchWindow(cons jetstream.Consumer, backlog bool) ([]jetstream.Msg, error) {
 	group := jetstream.FetchPriorityGroup(pinGroup)
-	msgs, err := take(cons.Fetch(1, jetstream.FetchMaxWait(fetchWait), group))
-	if err != nil || len(msgs) == 0 {
-		return msgs, err
+	var msgs []jetstream.Msg
+	if !backlog {
+		first, err := take(cons.Fetch(1, jetstream.FetchMaxWait(fetchWait), group))
+		if err != nil || len(first) == 0 {
+			return first, err
+		}
+		msgs = first
 	}
-	more, err := take(cons.Fetch(fetchBatch-1, jetstream.FetchMaxWait(moreWait), group))
+	more, err := take(cons.Fetch(fetchBatch-len(msgs), jetstream.FetchMaxWait(moreWait), group))
 	return append(msgs, more...), err
 }
 
