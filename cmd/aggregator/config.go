@@ -109,6 +109,9 @@ func (c *Config) Validate() error {
 	} else if tpl, err := route.Parse(c.LogFile); err != nil {
 		bad("LOG_FILE", "%v", err)
 	} else if !tpl.Static() {
+		if tpl.ByEdge() && !c.NATS.Consuming() {
+			bad("LOG_FILE", "{edge} names the files of a central daemon (AGG_NATS_CONSUME); this daemon receives from ZeroMQ: use {topic}, {endpoint} or {peer}")
+		}
 		if c.NATS.Enabled() || c.NATS.Consuming() {
 			bad("LOG_FILE", "a file per source cannot be forwarded to or consumed from NATS yet: use one file with AGG_NATS_URL")
 		}

@@ -137,6 +137,8 @@ type Consumer struct {
 	// without another central having written anything.
 	regressed bool
 	backlog   bool // the last window was full: the next is asked for whole
+	resetNext bool // a round failed: the consumer is reset before the next
+	started   bool // consumer() has run once: a pin saved before is a dead process's
 }
 
 // state is what survives a restart.
@@ -301,6 +303,10 @@ func (c *Consumer) fail(err error) {
 	}
 }
 
+// errNotPinned: the consumer does not pin one central (a server before
+// 2.11, or a consumer changed by hand), so two centrals would both write.
+var errNotPinned = errors.New("the durable consumer does not pin one central (it needs nats-server 2.11 or newer, and priority policy pinned_client)")
+
 // errGap: a chunk came after a hole that is not the stream's retention.
 var errGap = errors.New("a chunk is missing from the delivery; taking the stream again from it")
 
@@ -316,6 +322,11 @@ func (c *Consumer) Run(ctx context.Context, q *ingest.Queue, abort <-chan struct
 		if cons == nil {
 			cons, err = c.consumer(ctx)
 		}
+		if err == nil && c.resetNext && c.pin != "" {
+			// This central holds the pin: nobody else takes chunks, so
+			// moving the consumer back is safe.
+			err = c.reset(ctx, c.st.Seq+1)
+		}
 		if err == nil {
 			err = c.round(ctx, cons, q, abort)
 		}
@@ -326,7 +337,12 @@ func (c *Consumer) Run(ctx context.Context, q *ingest.Queue, abort <-chan struct
 			if ctx.Err() != nil {
 				break
 			}
-			cons = nil
+			// The same consumer is kept, and with it the pin: what was
+			// fetched and not finished comes again after a reset.
+			c.resetNext = true
+			if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, errNotPinned) {
+				cons = nil
+			}
 			c.fail(err)
 			c.m.Errors.Inc()
 			select {
@@ -392,6 +408,9 @@ func (c *Consumer) consumer(ctx context.Context) (jetstream.Consumer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s: %w", c.opt.Durable, err)
 	}
+	if cfg := cons.CachedInfo().Config; cfg.PriorityPolicy != jetstream.PriorityPolicyPinned || cfg.PinnedTTL != pinTTL {
+		return nil, errNotPinned
+	}
 	c.pin = ""
 	c.m.Active.Set(0)
 	pinned := ""
@@ -400,19 +419,19 @@ func (c *Consumer) consumer(ctx context.Context) (jetstream.Consumer, error) {
 			pinned = g.PinnedClientID
 		}
 	}
-	if pinned != "" && pinned == c.st.Pin {
-		// This central's own pin, held by a process that died (or by
-		// this one's last connection): released now, not after pinTTL.
-		if err := s.UnpinConsumer(ctx, c.opt.Durable, pinGroup); err != nil {
-			return nil, fmt.Errorf("unpin consumer %s: %w", c.opt.Durable, err)
-		}
-		pinned = ""
-	}
-	if pinned == "" {
+	if !c.started && pinned != "" && pinned == c.st.Pin {
+		// The pin of this central's previous process, which died: until
+		// it is released nobody else takes chunks, so the consumer is
+		// moved back to what is written here first (what the dead process
+		// fetched comes again now, not after AckWait), then released.
 		if err := c.reset(ctx, c.st.Seq+1); err != nil {
 			return nil, err
 		}
+		if err := s.UnpinConsumer(ctx, c.opt.Durable, pinGroup); err != nil {
+			return nil, fmt.Errorf("unpin consumer %s: %w", c.opt.Durable, err)
+		}
 	}
+	c.started = true
 	return cons, nil
 }
 
@@ -423,11 +442,13 @@ func (c *Consumer) reset(ctx context.Context, seq uint64) error {
 	var apiErr *jetstream.APIError
 	switch {
 	case err == nil:
-		c.delivered, c.known = 0, true
-	case errors.As(err, &apiErr) && !errors.Is(err, jetstream.ErrConsumerNotFound), errors.Is(err, nats.ErrNoResponders):
+		c.delivered, c.known, c.resetNext = 0, true, false
+	case errors.As(err, &apiErr) && apiErr.Code == 400 && c.opt.Partition < 0:
 		// A server without the reset: what a killed central had fetched
-		// comes again after AckWait instead, and nothing is written twice.
-		c.known = false
+		// comes again after AckWait instead, and the stream sequence
+		// tells a chunk missing from the delivery (without a filter,
+		// every sequence is this central's).
+		c.known, c.resetNext = false, false
 		if !c.noReset.Swap(true) {
 			c.log.Warn("the NATS server cannot reset a consumer: after a crash, what was fetched comes again after AckWait", "ack_wait", ackWait, "err", err)
 		}
@@ -474,27 +495,63 @@ func (c *Consumer) takeOver(ctx context.Context, cons jetstream.Consumer, pin st
 	return nil
 }
 
+// standBy notes that another central holds the pin (this one stalled
+// past pinTTL): it resumes after what this one acknowledged.
+func (c *Consumer) standBy() {
+	if c.pin != "" {
+		c.log.Warn("another central took the consumer's chunks over; standing by", "consumer", c.opt.Durable)
+	}
+	c.pin = ""
+	c.m.Active.Set(0)
+}
+
+// errStoodBy: a round found its pin gone before it wrote its window.
+var errStoodBy = errors.New("another central took the consumer's chunks over before this window was written")
+
+// stillPinned asks the server whether this central holds the pin.
+func (c *Consumer) stillPinned(ctx context.Context, cons jetstream.Consumer) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, g := range info.PriorityGroups {
+		if g.Group == pinGroup {
+			return g.PinnedClientID == c.pin && c.pin != "", nil
+		}
+	}
+	return false, nil
+}
+
+func nakAll(msgs []jetstream.Msg) {
+	for _, m := range msgs {
+		m.Nak()
+	}
+}
+
 // round fetches a window of chunks and writes what is new in it as durable
 // batches, each saving the state once synced; then it acknowledges the
 // window. Any early return first hands back (Nak) what it fetched and did
 // not finish.
 func (c *Consumer) round(ctx context.Context, cons jetstream.Consumer, q *ingest.Queue, abort <-chan struct{}) (err error) {
 	msgs, err := fetchWindow(cons, c.backlog)
+	fetched := time.Now()
 	c.backlog = len(msgs) == fetchBatch
 	if errors.Is(err, jetstream.ErrPinIDMismatch) {
-		// Another central was given the pin (this one stalled past
-		// pinTTL): it resumes after what this one acknowledged.
-		if c.pin != "" {
-			c.log.Warn("another central took the consumer's chunks over; standing by", "consumer", c.opt.Durable)
-		}
-		c.pin = ""
-		c.m.Active.Set(0)
+		nakAll(msgs)
+		c.standBy()
 		return nil
 	}
 	if len(msgs) > 0 {
-		if pin := msgs[0].Headers().Get("Nats-Pin-Id"); pin != c.pin {
+		switch pin := msgs[0].Headers().Get("Nats-Pin-Id"); {
+		case pin == "":
+			nakAll(msgs)
+			return errNotPinned
+		case pin != c.pin:
 			// Newly pinned: the window may start anywhere (after what a
 			// dead central had fetched); it comes again after the reset.
+			nakAll(msgs)
 			return c.takeOver(ctx, cons, pin)
 		}
 	}
@@ -545,8 +602,15 @@ func (c *Consumer) round(ctx context.Context, cons jetstream.Consumer, q *ingest
 			c.m.Skipped.Inc() // written before; its acknowledgement was lost
 			continue
 		}
-		if seq != next.Seq+1 && c.opt.Partition < 0 {
-			c.retentionGap(next.Seq+1, seq)
+		if seq != next.Seq+1 && c.opt.Partition < 0 && !c.gapIsRetention(ctx, next.Seq+1) {
+			// Without a filter every sequence is this central's: one
+			// missing is pending elsewhere (a dead process's window, on
+			// a server that could not reset the consumer).
+			for _, later := range msgs[i:] {
+				later.Nak()
+			}
+			msgs, gap = msgs[:i], errGap
+			break
 		}
 		data, edge := m.Data(), m.Headers().Get("Aggregator-Edge")
 		// A batch that would grow past the limit is closed before this
@@ -579,6 +643,18 @@ func (c *Consumer) round(ctx context.Context, cons jetstream.Consumer, q *ingest
 	// writer's goroutine before the next can be rotated past.
 	done := make(chan error, 1)
 	for _, w := range writes {
+		if time.Since(fetched) > pinTTL/2 {
+			// A slow round (a full queue, a slow disk): the pin may have
+			// gone to a standby, which then writes this window itself.
+			if still, err := c.stillPinned(ctx, cons); err != nil || !still {
+				if err == nil {
+					c.standBy()
+					err = errStoodBy
+				}
+				return err
+			}
+			fetched = time.Now()
+		}
 		b := q.Get()
 		b.Raw, b.Durable = true, true
 		b.Records = append(b.Records, w.records...)
@@ -655,12 +731,19 @@ func take(batch jetstream.MessageBatch, err error) ([]jetstream.Msg, error) {
 	return msgs, nil
 }
 
-// retentionGap logs and counts chunks the stream no longer holds (its
-// limits removed them before they were written): delivered in order, the
-// consumer skipped them because they are gone.
-func (c *Consumer) retentionGap(from, to uint64) {
+// gapIsRetention reports whether the stream no longer holds seq (its
+// limits removed it): a gap the consumer can never fill, logged and
+// passed over.
+func (c *Consumer) gapIsRetention(ctx context.Context, seq uint64) bool {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	info, err := c.stream.Info(ctx)
+	if err != nil || info.State.FirstSeq <= seq {
+		return false
+	}
 	c.m.Errors.Inc()
-	c.log.Error("chunks removed from the stream before they were written", "from", from, "to", to-1)
+	c.log.Error("chunks removed from the stream before they were written", "from", seq, "to", info.State.FirstSeq-1)
+	return true
 }
 
 // annotate adds the edge's name to each line of a chunk: a JSON line gets

@@ -21,6 +21,8 @@ type Record struct {
 	Frames [][]byte
 	// Truncated is set when the message was longer than the maximum.
 	Truncated bool
+	// Edge is, on a central, the edge that received the line.
+	Edge string
 }
 
 // Size is the number of payload bytes the record carries.
@@ -53,10 +55,24 @@ type Batch struct {
 	// rotation cannot fall between the write and Done, so what Done saves
 	// of Written describes the file as it is.
 	Done func(Written)
+	// Before, when set on a Durable batch, is called by the writer's
+	// goroutine once it knows the files the batch goes to, after any
+	// rotation and before the first byte is written: what it saves of
+	// them is what a crash in the write must be cut back to. An error
+	// stops the batch before it is written.
+	Before func([]FileAt) error
 
 	buf    []byte   // the packed messages the records' frames point into (C memory, see recv.go)
 	frames [][]byte // backing array for the records' Frames
 	closed bool     // buf has no room for another message
+}
+
+// FileAt is a file and its size at a moment: Inode tells a file from
+// the one that took its path after a rotation.
+type FileAt struct {
+	Path  string `json:"path"`
+	Inode uint64 `json:"inode"`
+	Size  int64  `json:"size"`
 }
 
 // Written is what the writer tells a batch's Done: whether its lines are

@@ -1,5 +1,6 @@
 // Package route names the file each record goes to. AGG_LOG_FILE may hold
-// placeholders in its file name ({topic}, {topic:N}, {endpoint}, {peer});
+// placeholders in its file name ({topic}, {topic:N}, {endpoint}, {peer};
+// on a central, {edge});
 // their values come from publishers nobody vouches for, so each becomes
 // part of exactly one file name in the template's directory, whatever its
 // bytes (see AppendValue). Without placeholders every record goes to the
@@ -23,9 +24,10 @@ const (
 	topic          // the first frame of a multipart message; none for a single frame
 	endpoint       // the configured endpoint the message came in on
 	peer           // the sender's address, as libzmq reports it
+	edge           // on a central: the edge that received the line
 )
 
-var fields = map[string]field{"topic": topic, "endpoint": endpoint, "peer": peer}
+var fields = map[string]field{"topic": topic, "endpoint": endpoint, "peer": peer, "edge": edge}
 
 // part is a piece of the file name: literal text or a placeholder.
 type part struct {
@@ -44,6 +46,7 @@ type Template struct {
 	// rendered name stays within maxName.
 	budget int
 	peer   bool
+	uses   map[field]bool
 }
 
 // OverflowValue stands for every placeholder in the name of the overflow
@@ -86,6 +89,10 @@ func Parse(path string) (*Template, error) {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
 		t.parts = append(t.parts, p)
+		if t.uses == nil {
+			t.uses = map[field]bool{}
+		}
+		t.uses[p.field] = true
 		t.holes++
 		t.peer = t.peer || p.field == peer
 		name = name[open+end+1:]
@@ -120,7 +127,7 @@ func placeholder(s string) (part, error) {
 	name, arg, hasArg := strings.Cut(s, ":")
 	f, ok := fields[name]
 	if !ok {
-		return part{}, fmt.Errorf("unknown placeholder {%s}: want {topic}, {topic:N}, {endpoint} or {peer}", s)
+		return part{}, fmt.Errorf("unknown placeholder {%s}: want {topic}, {topic:N}, {endpoint}, {peer} or {edge}", s)
 	}
 	p := part{field: f}
 	if hasArg {
@@ -144,6 +151,14 @@ func (t *Template) Dir() string { return t.dir }
 
 // NeedsPeer reports whether names need the sender's address.
 func (t *Template) NeedsPeer() bool { return t.peer }
+
+// ByEdge reports whether names use the edge ({edge}), which only a
+// central knows.
+func (t *Template) ByEdge() bool { return t.uses[edge] }
+
+// BySender reports whether names use what a ZeroMQ message carries
+// ({topic}, {endpoint}, {peer}), which a central's lines do not.
+func (t *Template) BySender() bool { return t.uses[topic] || t.uses[endpoint] || t.uses[peer] }
 
 // Overflow is the path of the file that takes the records of files past
 // the limit of distinct files.
@@ -197,6 +212,8 @@ func (t *Template) AppendName(dst []byte, r *ingest.Record) []byte {
 			dst = AppendValue(dst, r.Endpoint, budget)
 		case peer:
 			dst = AppendValue(dst, r.Peer, budget)
+		case edge:
+			dst = AppendValue(dst, []byte(r.Edge), budget)
 		}
 	}
 	return dst
