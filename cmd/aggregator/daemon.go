@@ -109,12 +109,17 @@ func newDaemon(cfg Config, log *slog.Logger, getenv func(string) string) (d *dae
 		written, unforwarded = d.fwd.Notify, d.fwd.Unforwarded
 	}
 
+	tpl, err := route.Parse(cfg.LogFile) // checked by Validate
+	if err != nil {
+		return d, err
+	}
 	if cfg.NATS.Consuming() {
 		if d.cons, err = consume.New(consume.Options{
 			Conn:         cfg.NATS.Options(cfg.LogFile),
 			Stream:       cfg.NATS.Consume,
 			Durable:      cfg.NATS.ConsumerName(),
 			Partition:    cfg.NATS.Partition,
+			Routed:       !tpl.Static(),
 			Log:          cfg.LogFile,
 			MaxFileBytes: int64(cfg.MaxSizeMB) << 20,
 		}, consume.NewMetrics(d.reg), log.With("component", "consume")); err != nil {
@@ -123,10 +128,6 @@ func newDaemon(cfg Config, log *slog.Logger, getenv func(string) string) (d *dae
 	}
 
 	// Output first: no socket is opened for a file that cannot be written.
-	tpl, err := route.Parse(cfg.LogFile) // checked by Validate
-	if err != nil {
-		return d, err
-	}
 	d.writer, err = sink.New(sink.Options{
 		Route:         tpl,
 		MaxOpenFiles:  cfg.MaxOpenFiles,

@@ -3,12 +3,20 @@ package main
 import (
 	"bytes"
 	"hash/fnv"
+	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"aggregator/internal/eventually"
+	"aggregator/internal/ingest"
+	"aggregator/internal/route"
 	"aggregator/internal/sink"
+	"aggregator/internal/statefile"
 	"aggregator/internal/subjects"
 	"aggregator/internal/zmqtest"
 )
@@ -171,4 +179,126 @@ func TestStandbyCentral(t *testing.T) {
 	sameLines(t, append(first, second[overlap:]...), want)
 	t.Logf("%d lines: %d bytes by the first central, %d by the standby, %d bytes written by both at the takeover",
 		bytes.Count(want, []byte{'\n'}), len(first), len(second), overlap)
+}
+
+// TestCentralFilePerEdge: a central with AGG_LOG_FILE=.../{edge}.log
+// writes each edge's lines to a file of its own, exactly once, through
+// SIGKILLs while three edges forward; a chunk published with a hostile
+// edge name lands in a file inside the directory.
+func TestCentralFilePerEdge(t *testing.T) {
+	skipShort(t)
+	ns := startNATS(t)
+	names := []string{"edge-a", "edge-b", "edge-c"}
+	edgeEnvs := make([]map[string]string, len(names))
+	edges := make([]*proc, len(names))
+	pubs := make([]*zmqtest.Publisher, len(names))
+	for k, name := range names {
+		_, bindEP := publishers(t)
+		edgeEnvs[k] = map[string]string{
+			"AGG_BIND": bindEP, "AGG_NATS_URL": ns.url(), "AGG_NATS_EDGE": name,
+			"AGG_LOG_FILE": t.TempDir() + "/subscriber.log", "AGG_HTTP_ADDR": freeAddr(t),
+		}
+		edges[k] = startAgg(t, edgeEnvs[k])
+		pubs[k] = connectTo(t, bindEP)
+		subscribed(t, pubs[k])
+	}
+	pubs[0].Send([]byte("first"))
+	edges[0].waitMetric("aggregator_forward_lines_total", 1) // the stream exists
+	root := t.TempDir()
+	dir := filepath.Join(root, "central")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	template := filepath.Join(dir, "{edge}.log")
+	centralEnv := map[string]string{
+		"AGG_NATS_URL": ns.url(), "AGG_NATS_CONSUME": "AGGREGATOR", "AGG_LOG_FILE": template,
+		"AGG_MAX_SIZE_MB": "1", "AGG_MAX_BACKUPS": "0", "AGG_HTTP_ADDR": freeAddr(t),
+	}
+	central := startAggNotReady(t, centralEnv)
+
+	var sent []<-chan struct{}
+	for _, pub := range pubs {
+		sent = append(sent, sendPaced(pub, "line", 20_000, 100*time.Millisecond))
+	}
+	rewinds := 0
+	for i := range 3 {
+		time.Sleep(time.Duration(900+400*i) * time.Millisecond)
+		central.kill()
+		central = startAggNotReady(t, centralEnv)
+		rewinds += strings.Count(central.stderr.String(), "msg=\"cut what was written")
+	}
+	for _, s := range sent {
+		<-s
+	}
+	fileOfEdge := func(edge string) string {
+		tpl, err := route.Parse(template)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return filepath.Join(dir, string(tpl.AppendName(nil, &ingest.Record{Edge: edge})))
+	}
+	for k, name := range names {
+		eventually.Within(t, 30*time.Second, "the central's file of "+name+" holds every line", func() bool {
+			n := lineCount(edgeEnvs[k]["AGG_LOG_FILE"])
+			return edges[k].metric("aggregator_forward_lag_bytes") == 0 && n > 0 && lineCount(fileOfEdge(name)) >= n
+		})
+	}
+	time.Sleep(500 * time.Millisecond) // anything more would be a duplicate
+
+	// A kill in the middle of a batch, made to order: the state names the
+	// file the batch went to and its size before; the file holds more.
+	central.kill()
+	stateFile := filepath.Join(dir, ".central.consumed")
+	var st map[string]any
+	if _, err := statefile.Load(stateFile, &st); err != nil {
+		t.Fatal(err)
+	}
+	torn := fileOfEdge(names[0])
+	info, err := os.Stat(torn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st["pending"] = []ingest.FileAt{{Path: torn, Inode: sink.Inode(info), Size: info.Size()}}
+	if err := statefile.Save(stateFile, st); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(torn, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("2026-12-03T00:00:00Z edge-a a batch cut by the crash\n2026-12-03T00:00:00Z edge-a and its torn")
+	f.Close()
+	central = startAggNotReady(t, centralEnv)
+	if !strings.Contains(central.stderr.String(), "msg=\"cut what was written") {
+		t.Errorf("the restarted central did not cut the torn batch:\n%s", central.stderr.String())
+	}
+	for k, name := range names {
+		sameLines(t, logBytes(t, fileOfEdge(name)), annotated(t, edgeEnvs[k]["AGG_LOG_FILE"], name))
+	}
+
+	// A chunk from a client that names a hostile edge itself.
+	nc, err := nats.Connect(ns.url())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	msg := nats.NewMsg("aggregator.lines.x")
+	msg.Header.Set("Aggregator-Edge", "../../escape")
+	msg.Data = []byte("2026-12-03T00:00:00Z hostile\n")
+	if err := nc.PublishMsg(msg); err != nil {
+		t.Fatal(err)
+	}
+	hostile := fileOfEdge("../../escape")
+	if filepath.Dir(hostile) != dir {
+		t.Fatalf("the hostile edge's file %s is outside %s", hostile, dir)
+	}
+	eventually.Within(t, 10*time.Second, "the hostile edge's line in its own file", func() bool {
+		data, err := os.ReadFile(hostile)
+		return err == nil && bytes.Contains(data, []byte("hostile"))
+	})
+	if entries, _ := os.ReadDir(root); len(entries) != 1 {
+		t.Errorf("%d entries beside the central's directory, want only it", len(entries))
+	}
+	t.Logf("3 edges' %d lines each in a file per edge, once, through 3 kills of the central (%d files cut back at a restart); the hostile edge in %s",
+		lineCount(edgeEnvs[0]["AGG_LOG_FILE"]), rewinds, filepath.Base(hostile))
 }

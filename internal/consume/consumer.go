@@ -32,10 +32,12 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -57,6 +59,9 @@ type Options struct {
 	// Partition is the one partition to consume; -1: every chunk.
 	Partition int
 	Log       string // the live file; the state is kept next to it
+	// Routed: Log is a template ({edge}) naming a file per edge; the
+	// state is then .central.consumed in its directory.
+	Routed bool
 	// MaxFileBytes is the writer's file size: a durable batch is kept
 	// smaller, so that it always fits in one file.
 	MaxFileBytes int64
@@ -155,6 +160,10 @@ type state struct {
 	// Pin is the consumer's pin this central was last given: after a
 	// crash, a pin still held by the dead process is released at start.
 	Pin string `json:"pin,omitempty"`
+	// Pending are, with a file per edge, the files a batch is being
+	// written to and their sizes before it: saved before its first byte,
+	// cleared once it is synced. At start each is cut back to its size.
+	Pending []ingest.FileAt `json:"pending,omitempty"`
 }
 
 type held struct {
@@ -213,7 +222,13 @@ func chunkID(id string) (edge, segment string, start int64, ok bool) {
 // New loads the state, cuts off what the live file holds beyond it, and
 // connects (in the background). It runs before the writer opens the file.
 func New(opt Options, m *Metrics, log *slog.Logger) (*Consumer, error) {
-	c := &Consumer{opt: opt, m: m, log: log, stateF: opt.Log + stateName,
+	stateF := opt.Log + stateName
+	if opt.Routed {
+		// A value never starts with a dot (route encodes it), so no
+		// edge's file can take this name.
+		stateF = filepath.Join(filepath.Dir(opt.Log), ".central"+stateName)
+	}
+	c := &Consumer{opt: opt, m: m, log: log, stateF: stateF,
 		layout: subjects.Layout{Prefix: opt.Conn.Subject, Partitions: opt.Conn.Partitions}}
 	from, err := statefile.Load(c.stateF, &c.st)
 	if err != nil {
@@ -227,6 +242,9 @@ func New(opt Options, m *Metrics, log *slog.Logger) (*Consumer, error) {
 		c.st.Edges = map[string][]held{}
 	}
 	if err := c.rewind(); err != nil {
+		return nil, err
+	}
+	if err := c.rewindPending(); err != nil {
 		return nil, err
 	}
 	if c.nc, err = opt.Conn.Connect("aggregator central", c.fail); err != nil {
@@ -279,6 +297,42 @@ func (c *Consumer) rewind() error {
 		c.log.Warn("the live file is shorter than when the last window was acknowledged: lines were removed from it since",
 			"file", c.opt.Log, "size", info.Size(), "acknowledged", keep)
 	}
+	return nil
+}
+
+// rewindPending cuts each file of a batch that was being written at a
+// crash back to its size before the batch: the batch was not
+// acknowledged, and comes again from the stream.
+func (c *Consumer) rewindPending() error {
+	for _, p := range c.st.Pending {
+		f, err := os.OpenFile(p.Path, os.O_WRONLY|syscall.O_NOFOLLOW, 0)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		info, err := f.Stat()
+		switch {
+		case err != nil:
+		case sink.Inode(info) != p.Inode:
+			c.log.Warn("a file the last batch was written to was replaced since; left as it is", "file", p.Path)
+		case info.Size() > p.Size:
+			if err = f.Truncate(p.Size); err == nil {
+				err = f.Sync()
+			}
+			if err == nil {
+				c.m.Rewound.Add(float64(info.Size() - p.Size))
+				c.log.Info("cut what was written after the last acknowledged window; it comes again from the stream",
+					"file", p.Path, "bytes", info.Size()-p.Size, "seq", c.st.Seq)
+			}
+		}
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("cut %s back to the last acknowledged window: %w", p.Path, err)
+		}
+	}
+	c.st.Pending = nil
 	return nil
 }
 
@@ -630,7 +684,7 @@ func (c *Consumer) round(ctx context.Context, cons jetstream.Consumer, q *ingest
 		}
 		out := annotate(data, edge)
 		for line := range bytes.Lines(out) {
-			cur.records = append(cur.records, ingest.Record{Frames: [][]byte{line[:len(line)-1]}})
+			cur.records = append(cur.records, ingest.Record{Frames: [][]byte{line[:len(line)-1]}, Edge: edge})
 			cur.bytes += len(line)
 		}
 	}
@@ -660,6 +714,16 @@ func (c *Consumer) round(ctx context.Context, cons jetstream.Consumer, q *ingest
 		b.Records = append(b.Records, w.records...)
 		b.Bytes = w.bytes - len(w.records)
 		after := w.after
+		if c.opt.Routed {
+			before := c.st.clone()
+			b.Before = func(files []ingest.FileAt) error {
+				before.Pending = files
+				if err := statefile.Save(c.stateF, before); err != nil {
+					return fmt.Errorf("save consumer state: %w", err)
+				}
+				return nil
+			}
+		}
 		b.Done = func(res ingest.Written) {
 			err := res.Err
 			if err == nil {

@@ -107,6 +107,7 @@ func (b *Batch) reset() {
 	b.Raw = false
 	b.Durable = false
 	b.Done = nil
+	b.Before = nil
 }
 
 // Queue is the fixed-size hand-off between the subscribers and the sink.

@@ -119,8 +119,7 @@ type Writer struct {
 	lastErrLog time.Time
 	lastSync   time.Time
 	done       []func(ingest.Written) // Done callbacks of batches encoded and not yet flushed
-	wantSync   bool                   // a Durable batch is in the buffer
-	durableAt  int64                  // where the Durable batch in the buffer starts; -1 when none is
+	durable    []durableFile          // the files of the Durable batch in the buffer, and where it starts in each
 	routedTick time.Time              // last pass over the routed files' timers
 
 	err   atomic.Pointer[string] // last write error, for readiness; nil when healthy
@@ -141,14 +140,13 @@ func New(opt Options, m *Metrics, log *slog.Logger) (*Writer, error) {
 		opt.Route = nil
 	}
 	w := &Writer{
-		opt:       opt,
-		enc:       encoder{format: opt.Format, clock: newClock(opt.Location)},
-		maxBytes:  int64(opt.MaxSizeMB) << 20,
-		m:         m,
-		log:       log,
-		comps:     newCompressors(m),
-		budget:    opt.BufferBytes,
-		durableAt: -1,
+		opt:      opt,
+		enc:      encoder{format: opt.Format, clock: newClock(opt.Location)},
+		maxBytes: int64(opt.MaxSizeMB) << 20,
+		m:        m,
+		log:      log,
+		comps:    newCompressors(m),
+		budget:   opt.BufferBytes,
 	}
 	if opt.Route == nil {
 		w.main = w.newFile(opt.Path)
@@ -231,6 +229,13 @@ func (w *Writer) syncAll() {
 		w.sync(w.main)
 		return
 	}
+	w.syncRouted()
+}
+
+// syncRouted syncs the file system of a file per source, once, if any of
+// its files was written since the last time: their lines, and the
+// directory entries of the files created since (see logFile.open).
+func (w *Writer) syncRouted() error {
 	dirty := false
 	for _, f := range w.files {
 		dirty = dirty || f.dirty
@@ -239,15 +244,16 @@ func (w *Writer) syncAll() {
 		dirty = dirty || w.overflow.dirty
 	}
 	if !dirty {
-		return
+		return nil
 	}
 	start := time.Now()
 	err := unix.Syncfs(int(w.dirDesc.Fd()))
 	w.lastSync = time.Now()
 	w.m.SyncSeconds.Observe(w.lastSync.Sub(start).Seconds())
 	if err != nil {
-		w.failed(w.m.SyncErrors, "sync failed", fmt.Errorf("syncfs %s: %w", w.opt.Route.Dir(), err), w.opt.Route.Dir())
-		return
+		err = fmt.Errorf("syncfs %s: %w", w.opt.Route.Dir(), err)
+		w.failed(w.m.SyncErrors, "sync failed", err, w.opt.Route.Dir())
+		return err
 	}
 	for _, f := range w.files {
 		f.dirty = false
@@ -255,6 +261,7 @@ func (w *Writer) syncAll() {
 	if w.overflow != nil {
 		w.overflow.dirty = false
 	}
+	return nil
 }
 
 // nextBoundary is the first multiple of every (counted from the Unix epoch,
@@ -400,23 +407,46 @@ func (w *Writer) encode(b *ingest.Batch) {
 	}
 }
 
-// encodeDurable writes a Durable batch by itself: in one write, to one
-// file (started first when the batch would not fit in this one), synced
-// before its Done. A batch whose write or sync fails is cut back out of
-// the file, so that it is there whole or not at all; it comes again.
-// Only the one file takes Durable batches (a central's).
+// durableFile is a file a Durable batch goes to, and its size before.
+type durableFile struct {
+	f  *logFile
+	at int64
+}
+
+// encodeDurable writes a Durable batch by itself, synced before its Done:
+// each of its files is started first when its part would not fit in the
+// one there, then Before is told where each file stands, then the lines
+// are written. A batch whose write or sync fails is cut back out of its
+// files, so that it is there whole or not at all; it comes again.
 func (w *Writer) encodeDurable(b *ingest.Batch) {
-	f := w.main
 	w.flush()
-	if need := int64(b.Bytes + len(b.Records)); f.size > 0 && f.size+need > w.maxBytes {
-		w.rotate(f, "size")
-	}
-	w.durableAt = f.size
 	w.appendRecords(b, false)
 	if b.Done != nil {
 		w.done = append(w.done, b.Done)
 	}
-	w.wantSync = true
+	var at []ingest.FileAt
+	var err error
+	for _, f := range w.queue {
+		if err = w.use(f); err != nil {
+			break
+		}
+		if f.size > 0 && f.size+int64(len(f.buf)) > w.maxBytes {
+			w.rotate(f, "size")
+		}
+		w.durable = append(w.durable, durableFile{f, f.size})
+		at = append(at, ingest.FileAt{Path: f.path, Inode: f.inode, Size: f.size})
+	}
+	if err == nil && b.Before != nil && len(at) > 0 {
+		err = b.Before(at)
+	}
+	if err != nil {
+		for _, f := range w.queue { // not a byte of the batch is written
+			f.buf, f.lines, f.queued = f.buf[:0], 0, false
+		}
+		w.queue, w.buffered, w.durable = w.queue[:0], 0, w.durable[:0]
+		w.finish(err)
+		return
+	}
 	w.flush()
 }
 
@@ -526,10 +556,9 @@ func (w *Writer) write(f *logFile) error {
 	f.dirty = f.dirty || n > 0
 	w.m.Bytes.Add(float64(n))
 	switch {
-	case err != nil && w.durableAt >= 0:
+	case err != nil && len(w.durable) > 0:
 		w.failed(w.m.WriteErrors, "write failed; the batch comes again", err, f.path)
-		f.partial = n > 0 && f.buf[n-1] != '\n'
-		w.cutBack()
+		f.partial = n > 0 && f.buf[n-1] != '\n' // until finish cuts the batch back
 	case err != nil:
 		w.writeFailed(f, err, n)
 	default:
@@ -599,12 +628,19 @@ func (w *Writer) closeAll() error {
 // finish tells the batches whose lines were in the buffer how the write
 // went.
 func (w *Writer) finish(err error) {
-	if err == nil && w.wantSync {
-		if err = w.sync(w.main); err != nil && w.durableAt >= 0 {
-			w.cutBack()
+	if len(w.durable) > 0 {
+		if err == nil && w.main != nil {
+			err = w.sync(w.main)
+		} else if err == nil {
+			err = w.syncRouted()
 		}
+		if err != nil {
+			for _, d := range w.durable {
+				w.cutBack(d)
+			}
+		}
+		w.durable = w.durable[:0]
 	}
-	w.wantSync, w.durableAt = false, -1
 	if len(w.done) == 0 {
 		return
 	}
@@ -620,17 +656,23 @@ func (w *Writer) finish(err error) {
 	w.done = w.done[:0]
 }
 
-// cutBack removes from the one file what a failed Durable batch wrote of
+// cutBack removes from a file what a failed Durable batch wrote of
 // itself. lumberjack is closed so that it opens the file again and learns
 // its size.
-func (w *Writer) cutBack() {
-	f := w.main
-	if err := f.live.Truncate(w.durableAt); err != nil {
+func (w *Writer) cutBack(d durableFile) {
+	f := d.f
+	if f.live == nil { // closed since (more files than AGG_MAX_OPEN_FILES)
+		if err := w.use(f); err != nil {
+			w.log.Error("cut back a failed write", "file", f.path, "err", err)
+			return
+		}
+	}
+	if err := f.live.Truncate(d.at); err != nil {
 		w.log.Error("cut back a failed write", "file", f.path, "err", err)
 		return
 	}
 	f.lj.Close()
-	f.size, f.partial = w.durableAt, false
+	f.size, f.partial = d.at, false
 }
 
 // failed records an error of a file for readiness, counts it in c, and
