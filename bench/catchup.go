@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"time"
 
 	"aggregator/internal/sink"
@@ -18,7 +20,9 @@ type catchUp struct {
 // runCatchUp measures a central catching up on a backlog of n lines
 // against the rate at which one edge forwarded them, in one run on one
 // nats-server. The central's file is then checked line by line.
-func runCatchUp(bins binaries, n, size int) (catchUp, error) {
+// With perEdge the central writes {edge}.log (a file per edge, its state
+// saved before and after each batch) instead of one file.
+func runCatchUp(bins binaries, n, size int, perEdge bool) (catchUp, error) {
 	var r catchUp
 	urls, stop, err := natsServers(1)
 	defer stop()
@@ -68,13 +72,22 @@ func runCatchUp(bins binaries, n, size int) (catchUp, error) {
 		return r, err
 	}
 
-	start = time.Now()
-	central, err := startDaemon(bins.aggregator, map[string]string{
+	env := map[string]string{
 		"AGG_CONNECT":      "",
 		"AGG_NATS_URL":     urls,
 		"AGG_NATS_CONSUME": "AGGREGATOR",
 		"AGG_MAX_SIZE_MB":  "100000",
-	})
+	}
+	var dir string
+	if perEdge {
+		if dir, err = os.MkdirTemp("", "bench-central"); err != nil {
+			return r, err
+		}
+		defer os.RemoveAll(dir)
+		env["AGG_LOG_FILE"] = filepath.Join(dir, "{edge}.log")
+	}
+	start = time.Now()
+	central, err := startDaemon(bins.aggregator, env)
 	if err != nil {
 		return r, err
 	}
@@ -89,7 +102,11 @@ func runCatchUp(bins binaries, n, size int) (catchUp, error) {
 	if err := central.stop(); err != nil {
 		return r, err
 	}
-	r.t, err = verifyCentralLog(central.log, 1, n)
+	path := central.log
+	if perEdge {
+		path = filepath.Join(dir, "edge1.log")
+	}
+	r.t, err = verifyCentralLog(path, 1, n)
 	if r.t.malformed > 0 {
 		r.t.malformed-- // the warm-up line
 	}

@@ -234,7 +234,7 @@ func run(c config, out io.Writer) error {
 		}
 	}
 	if (c.only == "" || c.only == "catchup") && c.catchUpN > 0 {
-		r, err := runCatchUp(bins, c.catchUpN, c.size)
+		r, err := runCatchUp(bins, c.catchUpN, c.size, false)
 		if err != nil {
 			return fmt.Errorf("catch-up: %w", err)
 		}
@@ -242,6 +242,14 @@ func run(c config, out io.Writer) error {
 		edge, central := float64(c.catchUpN)/r.edge.Seconds(), float64(c.catchUpN)/r.central.Seconds()
 		fmt.Fprintf(out, "\ncentral catching up on a backlog of %s lines: the edge forwarded them at %.0f lines/s, the central wrote them at %.0f lines/s from its start: %.2fx (missing %d, dup %d)\n",
 			short(c.catchUpN), edge, central, central/edge, r.t.missing, r.t.duplicated)
+		p, err := runCatchUp(bins, c.catchUpN, c.size, true)
+		if err != nil {
+			return fmt.Errorf("catch-up, a file per edge: %w", err)
+		}
+		check("catch-up, a file per edge", p.t)
+		edgeP, centralP := float64(c.catchUpN)/p.edge.Seconds(), float64(c.catchUpN)/p.central.Seconds()
+		fmt.Fprintf(out, "the same into {edge}.log: the edge at %.0f lines/s, the central at %.0f lines/s: %.2fx the edge, %.2fx the one-file central (missing %d, dup %d)\n",
+			edgeP, centralP, centralP/edgeP, centralP/central, p.t.missing, p.t.duplicated)
 	}
 	if (c.only == "" || c.only == "sync") && c.syncN > 0 {
 		if err := runSyncCost(bins, c, out, check); err != nil {
