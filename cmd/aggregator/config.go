@@ -37,7 +37,7 @@ type Config struct {
 	ReconnectMax time.Duration `envconfig:"RECONNECT_MAX" default:"0s" desc:"longest wait between attempts to reach a publisher that is down (libzmq backs off from 100ms up to this): one that comes back is found within about this long; 0s: 1s, or with more than 500 connect endpoints 2ms per endpoint, so that an idle daemon makes at most about 500 attempts a second"`
 	StripNewline bool          `envconfig:"STRIP_NEWLINE" default:"true" desc:"drop one newline (\\n or \\r\\n) that ends a message, as rsyslog does: it ends the record, it is not part of it"`
 
-	LogFile       string        `envconfig:"LOG_FILE" default:"subscriber.log" desc:"path of the live log file; its directory must exist and be writable; backups are written next to it. Placeholders in the file name write a file per source: {topic} (first frame of a multipart message), {topic:N} (its first N dot-separated parts), {endpoint}, {peer}; on a central, {edge}; e.g. /var/log/aggregator/{topic}.log"`
+	LogFile       string        `envconfig:"LOG_FILE" default:"subscriber.log" desc:"path of the live log file; its directory must exist and be writable; backups are written next to it. Placeholders in the file name write a file per source: {topic} (first frame of a multipart message), {topic:N} (its first N dot-separated parts), {endpoint}, {peer}; on a central, {edge} and {source}; e.g. /var/log/aggregator/{topic}.log"`
 	MaxOpenFiles  int           `envconfig:"MAX_OPEN_FILES" default:"1024" desc:"with a file per source: log files kept open at once (two descriptors each); the least recently written is closed first and opened again when needed"`
 	MaxFiles      int           `envconfig:"MAX_FILES" default:"10000" desc:"with a file per source: distinct files written within an hour; lines that would start another go to the overflow file ({...} replaced by %overflow) and are counted in aggregator_route_overflow_total"`
 	Format        string        `envconfig:"FORMAT" default:"text" desc:"line format: text (<time> <message>) or json (one object a line)"`
@@ -110,13 +110,10 @@ func (c *Config) Validate() error {
 		bad("LOG_FILE", "%v", err)
 	} else if !tpl.Static() {
 		if tpl.ByEdge() && !c.NATS.Consuming() {
-			bad("LOG_FILE", "{edge} names the files of a central daemon (AGG_NATS_CONSUME); this daemon receives from ZeroMQ: use {topic}, {endpoint} or {peer}")
-		}
-		if c.NATS.Enabled() {
-			bad("LOG_FILE", "a file per source cannot be forwarded to NATS yet: use one file with AGG_NATS_URL")
+			bad("LOG_FILE", "{edge} and {source} name the files of a central daemon (AGG_NATS_CONSUME); this daemon receives from ZeroMQ: use {topic}, {endpoint} or {peer}")
 		}
 		if c.NATS.Consuming() && tpl.BySender() {
-			bad("LOG_FILE", "a central's lines come whole from the stream: only {edge} names its files, not {topic}, {endpoint} or {peer}")
+			bad("LOG_FILE", "a central's lines come whole from the stream: only {edge} and {source} name its files, not {topic}, {endpoint} or {peer}")
 		}
 	}
 	if c.MaxOpenFiles < 1 {

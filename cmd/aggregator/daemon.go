@@ -94,25 +94,32 @@ func newDaemon(cfg Config, log *slog.Logger, getenv func(string) string) (d *dae
 
 	// Forwarding, when configured: it reads what the writer writes. A NATS
 	// server that is down is no reason not to start; /-/ready says so.
-	var written func()
-	var unforwarded func() time.Time
+	tpl, err := route.Parse(cfg.LogFile) // checked by Validate
+	if err != nil {
+		return d, err
+	}
+	var written func(string)
+	var unforwarded func(string) time.Time
 	if cfg.NATS.Enabled() {
-		fm := forward.NewMetrics(d.reg, func() float64 {
-			if d.fwd == nil {
-				return 0
+		lag := func(measure func(*forward.Forwarder) float64) func() float64 {
+			return func() float64 {
+				if d.fwd == nil {
+					return 0
+				}
+				return measure(d.fwd)
 			}
-			return d.fwd.LagSeconds()
-		})
-		if d.fwd, err = forward.New(cfg.NATS.Options(cfg.LogFile), fm, log.With("component", "forward")); err != nil {
+		}
+		fm := forward.NewMetrics(d.reg, lag((*forward.Forwarder).LagSeconds), lag((*forward.Forwarder).LagBytes))
+		opt := cfg.NATS.Options(cfg.LogFile)
+		if !tpl.Static() {
+			opt.Route = tpl
+		}
+		if d.fwd, err = forward.New(opt, fm, log.With("component", "forward")); err != nil {
 			return d, err
 		}
 		written, unforwarded = d.fwd.Notify, d.fwd.Unforwarded
 	}
 
-	tpl, err := route.Parse(cfg.LogFile) // checked by Validate
-	if err != nil {
-		return d, err
-	}
 	if cfg.NATS.Consuming() {
 		if d.cons, err = consume.New(consume.Options{
 			Conn:         cfg.NATS.Options(cfg.LogFile),

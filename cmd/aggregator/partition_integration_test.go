@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"hash/fnv"
 	"os"
 	"path/filepath"
@@ -301,4 +302,105 @@ func TestCentralFilePerEdge(t *testing.T) {
 	}
 	t.Logf("3 edges' %d lines each in a file per edge, once, through 3 kills of the central (%d files cut back at a restart); the hostile edge in %s",
 		lineCount(edgeEnvs[0]["AGG_LOG_FILE"]), rewinds, filepath.Base(hostile))
+}
+
+// TestForwardFilePerTopic: an edge writing a file per topic forwards every
+// file; the edge is killed with SIGKILL once while the lines come. The
+// central, writing {edge}.{source}.log, mirrors the edge's files: each
+// topic's lines once and in the order of its file, the busy topic's
+// through its rotations.
+func TestForwardFilePerTopic(t *testing.T) {
+	skipShort(t)
+	ns := startNATS(t)
+	dir := t.TempDir()
+	template := filepath.Join(dir, "{topic}.log")
+	_, bindEP := publishers(t)
+	edgeEnv := map[string]string{
+		"AGG_BIND": bindEP, "AGG_NATS_URL": ns.url(), "AGG_NATS_EDGE": "edge1", "AGG_LOG_FILE": template,
+		"AGG_MAX_SIZE_MB": "1", "AGG_MAX_BACKUPS": "0", "AGG_HTTP_ADDR": freeAddr(t),
+	}
+	centralTemplate := filepath.Join(t.TempDir(), "{edge}.{source}.log")
+	centralEnv := map[string]string{
+		"AGG_NATS_URL": ns.url(), "AGG_NATS_CONSUME": "AGGREGATOR",
+		"AGG_LOG_FILE": centralTemplate, "AGG_HTTP_ADDR": freeAddr(t),
+	}
+	centralFile := func(topic string) string {
+		tpl, err := route.Parse(centralTemplate)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return filepath.Join(tpl.Dir(), string(tpl.AppendName(nil, &ingest.Record{Edge: "edge1", Source: topic})))
+	}
+	edge := startAgg(t, edgeEnv)
+	pub := connectTo(t, bindEP)
+	subscribed(t, pub)
+
+	const topics, each, busy = 50, 400, 25_000
+	pad := strings.Repeat("p", 80)
+	sent := 0
+	send := func(topic string, i int) {
+		t.Helper()
+		if err := pub.Send([]byte(topic), []byte(fmt.Sprintf("%s %d %s", topic, i, pad))); err != nil {
+			t.Fatal(err)
+		}
+		if sent++; sent%500 == 0 {
+			time.Sleep(20 * time.Millisecond) // about 25k lines/s: the receive buffer never overflows
+		}
+	}
+	send("t00", 0)
+	edge.waitMetric("aggregator_forward_lines_total", 1) // the stream exists
+	central := startAggNotReady(t, centralEnv)
+	before := 0 // lines the killed edge wrote
+	for i := range busy {
+		send("busy", i)
+		if i < each {
+			for k := range topics {
+				send(fmt.Sprintf("t%02d", k), i+1)
+			}
+		}
+		if i == busy/2 {
+			edge.waitMetric("aggregator_lines_written_total", float64(sent))
+			before = sent
+			edge.kill()
+			edge = startAgg(t, edgeEnv)
+			subscribed(t, pub)
+		}
+	}
+	edge.waitMetric("aggregator_lines_written_total", float64(sent-before))
+	total := func() int {
+		n := 0
+		for _, topic := range append([]string{"busy"}, topicNames(topics)...) {
+			n += lineCount(fileOf(t, template, topic))
+		}
+		return n
+	}
+	eventually.Within(t, 60*time.Second, "the central holds every line of every file", func() bool {
+		n := 0
+		for _, topic := range append([]string{"busy"}, topicNames(topics)...) {
+			n += lineCount(centralFile(topic))
+		}
+		return edge.metric("aggregator_forward_lag_bytes") == 0 && n >= total()
+	})
+	time.Sleep(500 * time.Millisecond) // anything more would be a duplicate
+	central.stop()
+	rotated := 0
+	for _, topic := range append([]string{"busy"}, topicNames(topics)...) {
+		path := fileOf(t, template, topic)
+		files, _ := sink.Files(path)
+		rotated += len(files) - 1
+		sameLines(t, logBytes(t, centralFile(topic)), annotated(t, path, "edge1"))
+	}
+	if rotated == 0 {
+		t.Error("no file rotated: the busy topic should have")
+	}
+	t.Logf("%d lines of %d files (%d backups), through a SIGKILL of the edge: each file's lines once, in order, on the central",
+		total(), topics+1, rotated)
+}
+
+func topicNames(n int) []string {
+	names := make([]string, n)
+	for k := range names {
+		names[k] = fmt.Sprintf("t%02d", k)
+	}
+	return names
 }

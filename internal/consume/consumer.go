@@ -667,6 +667,8 @@ func (c *Consumer) round(ctx context.Context, cons jetstream.Consumer, q *ingest
 			break
 		}
 		data, edge := m.Data(), m.Headers().Get("Aggregator-Edge")
+		source := m.Headers().Get("Aggregator-Source")
+		source = strings.TrimSuffix(source, filepath.Ext(source))
 		// A batch that would grow past the limit is closed before this
 		// chunk is taken into the state: the state it leaves must not
 		// claim the chunk. The bound is what annotate can add a line.
@@ -684,7 +686,7 @@ func (c *Consumer) round(ctx context.Context, cons jetstream.Consumer, q *ingest
 		}
 		out := annotate(data, edge)
 		for line := range bytes.Lines(out) {
-			cur.records = append(cur.records, ingest.Record{Frames: [][]byte{line[:len(line)-1]}, Edge: edge})
+			cur.records = append(cur.records, ingest.Record{Frames: [][]byte{line[:len(line)-1]}, Edge: edge, Source: source})
 			cur.bytes += len(line)
 		}
 	}

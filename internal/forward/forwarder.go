@@ -2,6 +2,11 @@
 // JetStream stream: in order, in chunks of whole lines, each chunk
 // acknowledged by JetStream or sent again, from the log's files
 // themselves, so that forwarding survives a NATS outage and a restart.
+//
+// Each log file (the one file, or each file of a file per source) is a
+// lane with its own checkpoint next to it; a few workers forward the lanes
+// that have lines waiting, each lane's windows in order, so that a
+// thousand files need a few open descriptors, not a thousand.
 package forward
 
 import (
@@ -10,14 +15,17 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"aggregator/internal/route"
 	"aggregator/internal/sink"
 	"aggregator/internal/subjects"
 )
@@ -36,8 +44,10 @@ type Options struct {
 	Creds, NKeySeed, User, Password, Token string
 	CA, Cert, Key                          string
 
-	// Log is the live file; the checkpoint is kept next to it.
-	Log string
+	// Log is the live file; the checkpoint is kept next to it. With
+	// Route, Log is a template and each of its files is forwarded.
+	Log   string
+	Route *route.Template
 }
 
 // Chunking and the window: a window of at most windowChunks chunks is
@@ -54,26 +64,45 @@ const (
 	retryMax       = 5 * time.Second
 	duplicates     = 2 * time.Minute // the duplicate window of a stream the forwarder creates
 	checkpointName = ".forwarded"    // appended to the live file's name
+	// workers is how many lanes are forwarded at once; each holds one
+	// file open while it has lines to send.
+	workers = 4
 )
 
-// Forwarder owns the NATS connection and the reading of the log's files.
+// Forwarder owns the NATS connection and the lanes.
 type Forwarder struct {
-	opt  Options
-	m    *Metrics
-	log  *slog.Logger
-	nc   *nats.Conn
-	js   jetstream.JetStream
-	wake chan struct{}
+	opt Options
+	m   *Metrics
+	log *slog.Logger
+	nc  *nats.Conn
+	js  jetstream.JetStream
 	// layout is the stream's subjects; subject is this edge's.
 	layout  subjects.Layout
 	subject string
 
 	failure   atomic.Pointer[string] // why forwarding fails now; nil while it works
-	caughtUp  atomic.Int64           // Unix ns when everything written was last acknowledged
-	behind    atomic.Bool            // lines are written and not yet acknowledged
-	readFrom  atomic.Int64           // Unix ns: backups rotated since are not yet forwarded (see Unforwarded)
 	retryWait atomic.Int64           // the next back-off after a failure; reset by a success
-	checkFile string
+	streamOK  atomic.Bool            // the stream was found or created since the last failure
+
+	mu      sync.Mutex
+	lanes   map[string]*lane
+	queue   []*lane
+	signal  chan struct{} // a lane was queued
+	started bool          // Run has listed the files: lanes are known
+}
+
+// lane is one log file's forwarding.
+type lane struct {
+	log, checkFile string
+	caughtUp       atomic.Int64 // Unix ns when everything written was last acknowledged
+	behind         atomic.Bool  // lines are written and not yet acknowledged
+	readFrom       atomic.Int64 // Unix ns: backups rotated since are not yet forwarded (see Unforwarded)
+	lag            atomic.Int64 // bytes not yet acknowledged, as of the last window planned
+	cp             *checkpoint  // loaded at the lane's first run; owned by the worker running it
+
+	// Under Forwarder.mu: queued to a worker, being forwarded, written
+	// to since the run started (run it again), waiting out a failure.
+	queued, running, again, backoff bool
 }
 
 // position is a place in the log: a segment and an offset in it.
@@ -100,33 +129,61 @@ type checkpoint struct {
 // New connects (retrying in the background: a NATS server that is down
 // at start is not an error) and returns the forwarder.
 func New(opt Options, m *Metrics, log *slog.Logger) (*Forwarder, error) {
-	f := &Forwarder{opt: opt, m: m, log: log, wake: make(chan struct{}, 1), checkFile: opt.Log + checkpointName,
+	f := &Forwarder{opt: opt, m: m, log: log, lanes: map[string]*lane{}, signal: make(chan struct{}, 1),
 		layout: subjects.Layout{Prefix: opt.Subject, Partitions: opt.Partitions}}
 	f.subject = f.layout.Edge(opt.Edge)
 	var err error
 	if f.nc, err = opt.Connect("aggregator edge "+opt.Edge, f.fail); err != nil {
 		return nil, err
 	}
-	if f.js, err = jetstream.New(f.nc, jetstream.WithPublishAsyncMaxPending(windowChunks),
+	if f.js, err = jetstream.New(f.nc, jetstream.WithPublishAsyncMaxPending(workers*windowChunks),
 		// An acknowledgement lost without a reconnect must fail its
 		// future, not hold a place among the pending ones for ever.
 		jetstream.WithPublishAsyncTimeout(ackWait)); err != nil {
 		f.nc.Close()
 		return nil, err
 	}
-	f.caughtUp.Store(time.Now().UnixNano())
-	f.readFrom.Store(1) // until the forwarder knows where it is, every backup waits for it
 	return f, nil
 }
 
 // Close closes the connection of a forwarder that was never run.
 func (f *Forwarder) Close() { f.nc.Close() }
 
-// Notify tells the forwarder the writer has written: it never waits.
-func (f *Forwarder) Notify() {
-	select {
-	case f.wake <- struct{}{}:
-	default:
+// laneFor returns the lane of a log file, made on first use. Lock held.
+func (f *Forwarder) laneFor(path string) *lane {
+	l := f.lanes[path]
+	if l == nil {
+		l = &lane{log: path, checkFile: path + checkpointName}
+		l.caughtUp.Store(time.Now().UnixNano())
+		l.readFrom.Store(1) // until the lane knows where it is, every backup waits for it
+		f.lanes[path] = l
+	}
+	return l
+}
+
+// schedule queues a lane for a worker; a lane being forwarded, or waiting
+// out a failure, runs again afterwards. Lock held.
+func (f *Forwarder) schedule(l *lane) {
+	switch {
+	case l.running || l.backoff:
+		l.again = true
+	case !l.queued:
+		l.queued = true
+		f.queue = append(f.queue, l)
+		select {
+		case f.signal <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Notify tells the forwarder the writer has written to path: it never
+// waits.
+func (f *Forwarder) Notify(path string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.started {
+		f.schedule(f.laneFor(path))
 	}
 }
 
@@ -155,37 +212,135 @@ func (f *Forwarder) ok() {
 	}
 }
 
-// Run forwards until ctx is done. A failure is retried with a back-off;
-// the window in flight is sent again with the same message IDs.
+// Run forwards until ctx is done: every file of the log is a lane, run
+// by a worker when it has lines waiting. A failure is retried with a
+// back-off; the window in flight is sent again with the same message IDs.
+// It returns early only when a lane's checkpoint cannot be read.
 func (f *Forwarder) Run(ctx context.Context) error {
 	defer f.nc.Close()
-	cp, err := f.load()
-	if err != nil {
+	f.retryWait.Store(int64(retryMin))
+	paths := []string{f.opt.Log}
+	if f.opt.Route != nil {
+		var err error
+		if paths, err = f.opt.Route.LiveFiles(); err != nil {
+			return err
+		}
+	}
+	f.mu.Lock()
+	f.started = true
+	for _, p := range paths {
+		f.schedule(f.laneFor(p))
+	}
+	f.mu.Unlock()
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() { f.work(ctx, cancel) })
+	}
+	wg.Wait()
+	if err := context.Cause(ctx); !errors.Is(err, context.Canceled) {
 		return err
 	}
-	f.retryWait.Store(int64(retryMin))
-	for ctx.Err() == nil {
-		err := f.ensureStream(ctx)
-		if err == nil {
-			f.ok() // connected, and the stream takes the subject
-			err = f.forward(ctx, &cp)
+	return nil
+}
+
+// errFatal marks a lane failure that no retry can pass.
+type errFatal struct{ error }
+
+// work runs lanes until ctx is done.
+func (f *Forwarder) work(ctx context.Context, cancel context.CancelCauseFunc) {
+	for {
+		l := f.take(ctx)
+		if l == nil {
+			return
 		}
-		if ctx.Err() != nil {
-			break
+		err := f.runLane(ctx, l)
+		var fatal errFatal
+		if errors.As(err, &fatal) {
+			cancel(fatal.error)
+			return
 		}
-		if err != nil {
-			f.fail(err)
-			f.m.Retries.Inc()
-			wait := time.Duration(f.retryWait.Load())
-			select {
-			case <-ctx.Done():
-			case <-time.After(wait):
+		f.done(ctx, l, err)
+	}
+}
+
+// take waits for a queued lane; nil once ctx is done.
+func (f *Forwarder) take(ctx context.Context) *lane {
+	for {
+		f.mu.Lock()
+		if len(f.queue) > 0 {
+			l := f.queue[0]
+			f.queue[0] = nil
+			f.queue = f.queue[1:]
+			l.queued, l.running = false, true
+			if len(f.queue) > 0 { // another worker may take the next
+				select {
+				case f.signal <- struct{}{}:
+				default:
+				}
 			}
-			f.retryWait.Store(int64(min(2*wait, retryMax)))
-			continue
+			f.mu.Unlock()
+			return l
+		}
+		f.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-f.signal:
 		}
 	}
-	return f.save(cp)
+}
+
+// done ends a lane's run: after a failure it runs again after the
+// back-off; written to meanwhile, it runs again now.
+func (f *Forwarder) done(ctx context.Context, l *lane, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	l.running = false
+	if err != nil && ctx.Err() == nil {
+		f.streamOK.Store(false)
+		f.fail(err)
+		f.m.Retries.Inc()
+		wait := time.Duration(f.retryWait.Load())
+		f.retryWait.Store(int64(min(2*wait, retryMax)))
+		l.backoff = true
+		time.AfterFunc(wait, func() {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			l.backoff, l.again = false, false
+			f.schedule(l)
+		})
+		return
+	}
+	if l.again {
+		l.again = false
+		f.schedule(l)
+	}
+}
+
+// runLane forwards a lane until everything written is acknowledged.
+func (f *Forwarder) runLane(ctx context.Context, l *lane) error {
+	if !f.streamOK.Load() {
+		if err := f.ensureStream(ctx); err != nil {
+			return err
+		}
+		f.streamOK.Store(true)
+		f.ok() // connected, and the stream takes the subject
+	}
+	if l.cp == nil {
+		cp, err := f.load(l)
+		if err != nil {
+			return errFatal{err}
+		}
+		l.cp = &cp
+	}
+	err := f.forward(ctx, l, l.cp)
+	if ctx.Err() != nil { // a stop: the last window acknowledged need not be sent again
+		err = errors.Join(err, f.save(l, *l.cp))
+	}
+	return err
 }
 
 // ensureStream finds the stream, or creates it; a stream that exists must
@@ -222,10 +377,11 @@ func (f *Forwarder) ensureStream(ctx context.Context) error {
 	return nil
 }
 
-// forward sends windows until ctx is done or a window fails.
-func (f *Forwarder) forward(ctx context.Context, cp *checkpoint) error {
-	seg, err := f.open(ctx, cp.Acked)
-	if err != nil {
+// forward sends a lane's windows until everything written is
+// acknowledged, ctx is done or a window fails.
+func (f *Forwarder) forward(ctx context.Context, l *lane, cp *checkpoint) error {
+	seg, err := f.open(l, cp.Acked)
+	if err != nil || seg == nil {
 		return err
 	}
 	defer func() {
@@ -236,7 +392,7 @@ func (f *Forwarder) forward(ctx context.Context, cp *checkpoint) error {
 	if seg.id != cp.Acked.Segment {
 		cp.Window = nil // planned in a file that is gone
 	}
-	f.reading(seg)
+	l.reading(seg)
 	cp.Acked.Segment, cp.Acked.File, cp.Acked.Offset = seg.id, seg.name, seg.offset
 	// The window's bytes stay in memory (at most windowChunks chunks)
 	// until acknowledged: reading a compressed backup again would mean
@@ -256,7 +412,7 @@ func (f *Forwarder) forward(ctx context.Context, cp *checkpoint) error {
 				if err != nil {
 					return err
 				}
-				if lines == 0 && seg.rotatedAway(f.opt.Log) && seg.more() {
+				if lines == 0 && seg.rotatedAway(l.log) && seg.more() {
 					// A complete file that ends without a newline (a write
 					// cut by a full disk): its last bytes are a line.
 					if win, err = seg.rest(win); err != nil {
@@ -277,14 +433,14 @@ func (f *Forwarder) forward(ctx context.Context, cp *checkpoint) error {
 				cp.Window = append(cp.Window, c)
 			}
 			if len(cp.Window) == 0 {
-				if acked { // before waiting: a restart need not send the last window again
-					if err := f.save(*cp); err != nil {
+				if acked { // a restart need not send the last window again
+					if err := f.save(l, *cp); err != nil {
 						return err
 					}
 					acked = false
 				}
-				next, err := f.idle(ctx, seg)
-				if err != nil {
+				next, caughtUp, err := f.idle(l, seg)
+				if err != nil || caughtUp {
 					return err
 				}
 				if next == nil {
@@ -292,23 +448,23 @@ func (f *Forwarder) forward(ctx context.Context, cp *checkpoint) error {
 				}
 				seg.close()
 				seg = next
-				f.reading(seg)
+				l.reading(seg)
 				cp.Acked = position{seg.id, seg.name, 0}
 				continue
 			}
-			f.behind.Store(true)
-			f.m.LagBytes.Set(float64(f.lag(seg, cp.Acked.Offset)))
+			l.behind.Store(true)
+			l.lag.Store(l.lagBytes(seg, cp.Acked.Offset))
 			// The window's lines are on this disk before they leave it: a
 			// power cut must not take from the edge lines the stream has,
 			// whose offsets new lines would then reuse.
 			if err := seg.sync(); err != nil {
 				return err
 			}
-			if err := f.save(*cp); err != nil {
+			if err := f.save(l, *cp); err != nil {
 				return err
 			}
 		}
-		err := f.send(ctx, seg, cp, win)
+		err := f.send(ctx, l, seg, cp, win)
 		win = nil // after a failure, the window is read again from the file
 		if err != nil {
 			return err
@@ -321,7 +477,7 @@ func (f *Forwarder) forward(ctx context.Context, cp *checkpoint) error {
 
 // send publishes the planned window, reading its chunks again from the
 // segment, and waits for every acknowledgement.
-func (f *Forwarder) send(ctx context.Context, seg *segment, cp *checkpoint, win []byte) error {
+func (f *Forwarder) send(ctx context.Context, l *lane, seg *segment, cp *checkpoint, win []byte) error {
 	if win == nil && seg.offset != cp.Window[0].Start {
 		if err := seg.seek(cp.Window[0].Start); err != nil {
 			return err
@@ -355,6 +511,7 @@ func (f *Forwarder) send(ctx context.Context, seg *segment, cp *checkpoint, win 
 			msg.Data = append(msg.Data, '\n') // the last line of a cut file
 		}
 		msg.Header.Set("Aggregator-Edge", f.opt.Edge)
+		msg.Header.Set("Aggregator-Source", filepath.Base(l.log))
 		id := fmt.Sprintf("%s/%s/%d", f.opt.Edge, seg.id, c.Start)
 		fut, err := f.js.PublishMsgAsync(msg, jetstream.WithMsgID(id), jetstream.WithExpectStream(f.opt.Stream))
 		if err != nil {
@@ -407,38 +564,32 @@ func (f *Forwarder) settle(futures []jetstream.PubAckFuture) {
 
 // idle is called when seg has no whole line left to read. When seg is
 // complete (the live file was rotated away and read to its end), it
-// returns the next segment, if that has a line yet. Otherwise it waits for
-// the writer, at most a second, and returns nil.
-func (f *Forwarder) idle(ctx context.Context, seg *segment) (*segment, error) {
-	if seg.rotatedAway(f.opt.Log) {
+// returns the next segment, if that has a line yet. Otherwise the lane is
+// caught up: it ends, and the writer's next write to it runs it again.
+func (f *Forwarder) idle(l *lane, seg *segment) (next *segment, caughtUp bool, err error) {
+	if seg.rotatedAway(l.log) {
 		// The writer finishes a file before it rotates, so once the path
 		// names another file this one is complete; what was written just
 		// before the rotation is read first.
 		if seg.more() {
-			return nil, nil
+			return nil, false, nil
 		}
-		next, err := f.next(seg)
-		if next != nil || err != nil {
-			return next, err
+		if next, err = f.next(l, seg); next != nil || err != nil {
+			return next, false, err
 		}
-	} else {
-		f.behind.Store(false)
-		f.caughtUp.Store(time.Now().UnixNano())
-		f.m.LagBytes.Set(0)
+		return nil, true, nil // the new live file has no whole line yet
 	}
-	select {
-	case <-ctx.Done():
-	case <-f.wake:
-	case <-time.After(time.Second):
-	}
-	return nil, nil
+	l.behind.Store(false)
+	l.caughtUp.Store(time.Now().UnixNano())
+	l.lag.Store(0)
+	return nil, true, nil
 }
 
-// lag is how many bytes of the log are not yet acknowledged: the rest of
-// seg from acked, and every later file (a gzipped one by its compressed
-// size).
-func (f *Forwarder) lag(seg *segment, acked int64) int64 {
-	files, _ := sink.Files(f.opt.Log)
+// lagBytes is how many bytes of the lane's log are not yet acknowledged:
+// the rest of seg from acked, and every later file (a gzipped one by its
+// compressed size).
+func (l *lane) lagBytes(seg *segment, acked int64) int64 {
+	files, _ := sink.Files(l.log)
 	var n int64
 	after := false
 	for _, name := range files {
@@ -461,7 +612,7 @@ func (f *Forwarder) lag(seg *segment, acked int64) int64 {
 // rotated after it are not yet acknowledged. A plain file's last write
 // comes before its rotation (a second of margin for the millisecond in
 // backup names); a compressed backup's name says when it was rotated.
-func (f *Forwarder) reading(seg *segment) {
+func (l *lane) reading(seg *segment) {
 	var since time.Time
 	if seg.file != nil {
 		if info, err := seg.file.Stat(); err == nil {
@@ -471,35 +622,60 @@ func (f *Forwarder) reading(seg *segment) {
 		since = at
 	}
 	if !since.IsZero() {
-		f.readFrom.Store(since.UnixNano())
+		l.readFrom.Store(since.UnixNano())
 	}
 }
 
-// Unforwarded is the rotation time from which backups are not yet
-// forwarded; retention keeps them. Zero before the forwarder has started.
-func (f *Forwarder) Unforwarded() time.Time {
-	if ns := f.readFrom.Load(); ns != 0 {
-		return time.Unix(0, ns)
+// Unforwarded is the rotation time from which the backups of the log
+// file path are not yet forwarded; retention keeps them. A file whose
+// lane has not run yet keeps them all.
+func (f *Forwarder) Unforwarded(path string) time.Time {
+	f.mu.Lock()
+	l := f.lanes[path]
+	f.mu.Unlock()
+	if l == nil {
+		return time.Unix(0, 1)
 	}
-	return time.Time{}
+	return time.Unix(0, l.readFrom.Load())
 }
 
 // LagSeconds is how long lines have waited: 0 when everything written is
-// acknowledged, otherwise the time since that was last so.
+// acknowledged, otherwise the time since that was last so, for the lane
+// furthest behind.
 func (f *Forwarder) LagSeconds() float64 {
-	if !f.behind.Load() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	oldest := int64(0)
+	for _, l := range f.lanes {
+		if at := l.caughtUp.Load(); l.behind.Load() && (oldest == 0 || at < oldest) {
+			oldest = at
+		}
+	}
+	if oldest == 0 {
 		return 0
 	}
-	return time.Since(time.Unix(0, f.caughtUp.Load())).Seconds()
+	return time.Since(time.Unix(0, oldest)).Seconds()
+}
+
+// LagBytes is how many bytes are written and not yet acknowledged, over
+// all lanes, as of each one's last window.
+func (f *Forwarder) LagBytes() float64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var n int64
+	for _, l := range f.lanes {
+		n += l.lag.Load()
+	}
+	return float64(n)
 }
 
 // next opens the segment after seg, or returns nil when there is none yet
 // (the new live file has no whole line). A backup being compressed may
 // vanish between the listing and its opening: the directory is then
 // listed again.
-func (f *Forwarder) next(seg *segment) (*segment, error) {
+func (f *Forwarder) next(l *lane, seg *segment) (*segment, error) {
 	for attempt := 0; ; attempt++ {
-		files, err := sink.Files(f.opt.Log)
+		files, err := sink.Files(l.log)
 		if err != nil {
 			return nil, err
 		}
@@ -531,13 +707,13 @@ func (f *Forwarder) next(seg *segment) (*segment, error) {
 }
 
 // open finds the acknowledged position's segment, or the oldest file when
-// there is none (first start). A segment not found in two listings apart
+// there is none (first start); nil when nothing is written yet. A segment not found in two listings apart
 // is gone (deleted before it was forwarded): logged and counted, and
 // forwarding goes on with the first file rotated after it.
-func (f *Forwarder) open(ctx context.Context, at position) (*segment, error) {
+func (f *Forwarder) open(l *lane, at position) (*segment, error) {
 	missed := 0
 	for {
-		files, err := sink.Files(f.opt.Log)
+		files, err := sink.Files(l.log)
 		if err != nil {
 			return nil, err
 		}
@@ -574,12 +750,6 @@ func (f *Forwarder) open(ctx context.Context, at position) (*segment, error) {
 		if len(all) > 0 {
 			return openSegment(all[0].name, all[0].id, 0)
 		}
-		// Nothing written yet.
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-f.wake:
-		case <-time.After(time.Second):
-		}
+		return nil, nil // nothing written yet
 	}
 }

@@ -9,12 +9,11 @@ type Metrics struct {
 	Duplicates   prometheus.Counter // chunks JetStream already had (sent again)
 	SegmentsLost prometheus.Counter // files deleted before they were forwarded
 	TooLong      prometheus.Counter // lines longer than the server's max_payload
-	LagBytes     prometheus.Gauge
 }
 
 // NewMetrics registers the forwarder's metrics; lagSeconds reports the
-// age of the oldest line not yet acknowledged.
-func NewMetrics(reg prometheus.Registerer, lagSeconds func() float64) *Metrics {
+// age of the oldest line not yet acknowledged, lagBytes how much waits.
+func NewMetrics(reg prometheus.Registerer, lagSeconds, lagBytes func() float64) *Metrics {
 	m := &Metrics{
 		Lines: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "aggregator_forward_lines_total",
@@ -40,12 +39,12 @@ func NewMetrics(reg prometheus.Registerer, lagSeconds func() float64) *Metrics {
 			Name: "aggregator_forward_lines_too_long_total",
 			Help: "Lines longer than the NATS server takes (its max_payload): written, not forwarded.",
 		}),
-		LagBytes: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "aggregator_forward_lag_bytes",
-			Help: "Bytes written and not yet acknowledged by JetStream.",
-		}),
 	}
-	reg.MustRegister(m.Lines, m.Bytes, m.Retries, m.Duplicates, m.SegmentsLost, m.TooLong, m.LagBytes,
+	reg.MustRegister(m.Lines, m.Bytes, m.Retries, m.Duplicates, m.SegmentsLost, m.TooLong,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "aggregator_forward_lag_bytes",
+			Help: "Bytes written and not yet acknowledged by JetStream, over all files, as of each file's last window.",
+		}, lagBytes),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "aggregator_forward_lag_seconds",
 			Help: "How long written lines have waited for JetStream's acknowledgement; 0 when all are acknowledged.",

@@ -21,8 +21,9 @@ type Record struct {
 	Frames [][]byte
 	// Truncated is set when the message was longer than the maximum.
 	Truncated bool
-	// Edge is, on a central, the edge that received the line.
-	Edge string
+	// Edge is, on a central, the edge that received the line, and Source
+	// the edge's file it was in, without its extension.
+	Edge, Source string
 }
 
 // Size is the number of payload bytes the record carries.

@@ -1,6 +1,6 @@
 // Package route names the file each record goes to. AGG_LOG_FILE may hold
 // placeholders in its file name ({topic}, {topic:N}, {endpoint}, {peer};
-// on a central, {edge});
+// on a central, {edge} and {source});
 // their values come from publishers nobody vouches for, so each becomes
 // part of exactly one file name in the template's directory, whatever its
 // bytes (see AppendValue). Without placeholders every record goes to the
@@ -9,6 +9,7 @@ package route
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -25,9 +26,10 @@ const (
 	endpoint       // the configured endpoint the message came in on
 	peer           // the sender's address, as libzmq reports it
 	edge           // on a central: the edge that received the line
+	source         // on a central: the edge's own file the line was in, without its extension
 )
 
-var fields = map[string]field{"topic": topic, "endpoint": endpoint, "peer": peer, "edge": edge}
+var fields = map[string]field{"topic": topic, "endpoint": endpoint, "peer": peer, "edge": edge, "source": source}
 
 // part is a piece of the file name: literal text or a placeholder.
 type part struct {
@@ -127,7 +129,7 @@ func placeholder(s string) (part, error) {
 	name, arg, hasArg := strings.Cut(s, ":")
 	f, ok := fields[name]
 	if !ok {
-		return part{}, fmt.Errorf("unknown placeholder {%s}: want {topic}, {topic:N}, {endpoint}, {peer} or {edge}", s)
+		return part{}, fmt.Errorf("unknown placeholder {%s}: want {topic}, {topic:N}, {endpoint}, {peer}, {edge} or {source}", s)
 	}
 	p := part{field: f}
 	if hasArg {
@@ -152,9 +154,9 @@ func (t *Template) Dir() string { return t.dir }
 // NeedsPeer reports whether names need the sender's address.
 func (t *Template) NeedsPeer() bool { return t.peer }
 
-// ByEdge reports whether names use the edge ({edge}), which only a
-// central knows.
-func (t *Template) ByEdge() bool { return t.uses[edge] }
+// ByEdge reports whether names use the edge ({edge}, {source}), which
+// only a central knows.
+func (t *Template) ByEdge() bool { return t.uses[edge] || t.uses[source] }
 
 // BySender reports whether names use what a ZeroMQ message carries
 // ({topic}, {endpoint}, {peer}), which a central's lines do not.
@@ -172,6 +174,22 @@ func (t *Template) Overflow() string {
 		}
 	}
 	return filepath.Join(t.dir, b.String())
+}
+
+// LiveFiles lists the paths of the template's live files in its
+// directory now.
+func (t *Template) LiveFiles() ([]string, error) {
+	entries, err := os.ReadDir(t.dir)
+	if err != nil {
+		return nil, err
+	}
+	var paths []string
+	for _, e := range entries {
+		if e.Type().IsRegular() && t.Match(e.Name()) {
+			paths = append(paths, filepath.Join(t.dir, e.Name()))
+		}
+	}
+	return paths, nil
 }
 
 // Match reports whether name (a file name, without its directory) may be
@@ -213,7 +231,9 @@ func (t *Template) AppendName(dst []byte, r *ingest.Record) []byte {
 		case peer:
 			dst = AppendValue(dst, r.Peer, budget)
 		case edge:
-			dst = AppendValue(dst, []byte(r.Edge), budget)
+			dst = AppendValue(dst, r.Edge, budget)
+		case source:
+			dst = AppendValue(dst, r.Source, budget)
 		}
 	}
 	return dst

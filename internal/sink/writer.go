@@ -59,12 +59,13 @@ type Options struct {
 	// MaxFiles bounds the distinct files of a file per source: records
 	// that would start another go to the overflow file (Route.Overflow).
 	MaxFiles int
-	// Written, when set, is called after each write that reached the
-	// file; it must not block (the forwarder's Notify).
-	Written func()
-	// Unforwarded, when set, says from which rotation time on backups are
-	// not yet forwarded: retention keeps them (see compressor.prune).
-	Unforwarded func() time.Time
+	// Written, when set, is called with a file's path after each write
+	// that reached it; it must not block (the forwarder's Notify).
+	Written func(path string)
+	// Unforwarded, when set, says from which rotation time on a file's
+	// backups are not yet forwarded: retention keeps them (see
+	// compressor.prune).
+	Unforwarded func(path string) time.Time
 }
 
 // DefaultBufferBytes is the write batch size when Options leave it 0.
@@ -191,7 +192,11 @@ func (w *Writer) tendExisting() {
 }
 
 func (w *Writer) compressorFor(path string) *compressor {
-	return newCompressor(path, w.opt.Compress, w.opt.MaxBackups, w.opt.MaxAgeDays, w.opt.Unforwarded, w.m, w.log)
+	var keepFrom func() time.Time
+	if w.opt.Unforwarded != nil {
+		keepFrom = func() time.Time { return w.opt.Unforwarded(path) }
+	}
+	return newCompressor(path, w.opt.Compress, w.opt.MaxBackups, w.opt.MaxAgeDays, keepFrom, w.m, w.log)
 }
 
 func (w *Writer) newFile(path string) *logFile {
@@ -566,7 +571,7 @@ func (w *Writer) write(f *logFile) error {
 		w.err.Store(nil)
 		w.m.Lines.Add(float64(f.lines))
 		if w.opt.Written != nil {
-			w.opt.Written()
+			w.opt.Written(f.path)
 		}
 	}
 	return err
