@@ -81,10 +81,14 @@ const (
 	// standby takes over (a central fetches at least every fetchWait).
 	pinGroup = "central"
 	pinTTL   = 5 * time.Second
-	// edgeHistory is how many of each edge's files the state remembers:
-	// an edge that sends a file again after a damaged checkpoint is
-	// recognised for its last few files.
+	// edgeHistory is how many of each edge file's segments (the file and
+	// its last rotations) the state remembers: an edge that sends a
+	// segment again after a damaged checkpoint, or after an outage past
+	// the stream's duplicate window, is recognised for its last few.
 	edgeHistory = 8
+	// filesHeld bounds the edge files the state remembers (a file per
+	// source on the edges); the one written least recently is forgotten.
+	filesHeld = 4096
 )
 
 // Metrics are the consumer's instruments.
@@ -151,8 +155,9 @@ type state struct {
 	Seq   uint64 `json:"seq"`   // the last stream sequence written
 	Size  int64  `json:"size"`  // of the live file after it
 	Inode uint64 `json:"inode"` // of the live file Size is of
-	// Edges are, for each edge, the files it sent from most recently
-	// (newest last) and the offset in each up to which the lines are held.
+	// Edges are, for each edge file (the edge, and the file's name when
+	// the edge sends it), the segments it sent from most recently (newest
+	// last) and the offset in each up to which the lines are held.
 	Edges map[string][]held `json:"edges,omitempty"`
 	// Stream is when the stream was created: one created again (to change
 	// its partitions) numbers its chunks from 1 again.
@@ -169,6 +174,7 @@ type state struct {
 type held struct {
 	Segment string `json:"segment"`
 	End     int64  `json:"end"`
+	Seq     uint64 `json:"seq,omitempty"` // the stream sequence that last extended it
 }
 
 func (st state) clone() state {
@@ -185,8 +191,8 @@ func (st state) clone() state {
 // each file in order, so what it sends again starts before the end held;
 // a chunk planned anew after a lost checkpoint may overlap it, and only
 // its lines past the end are new.
-func (st *state) fresh(edge, segment string, start int64, data []byte) []byte {
-	hist := st.Edges[edge]
+func (st *state) fresh(key, segment string, start int64, data []byte) []byte {
+	hist := st.Edges[key]
 	end := start + int64(len(data))
 	for i := range hist {
 		if hist[i].Segment != segment {
@@ -198,15 +204,42 @@ func (st *state) fresh(edge, segment string, start int64, data []byte) []byte {
 		case start < hist[i].End:
 			data = data[hist[i].End-start:]
 		}
-		hist[i].End = end
+		hist[i].End, hist[i].Seq = end, st.Seq
 		return data
 	}
-	hist = append(hist, held{segment, end})
+	hist = append(hist, held{segment, end, st.Seq})
 	if len(hist) > edgeHistory {
 		hist = hist[len(hist)-edgeHistory:]
 	}
-	st.Edges[edge] = hist
+	if _, known := st.Edges[key]; !known && len(st.Edges) >= filesHeld {
+		st.forgetOldest()
+	}
+	st.Edges[key] = hist
 	return data
+}
+
+// forgetOldest drops the edge file written least recently.
+func (st *state) forgetOldest() {
+	oldest, at := "", uint64(0)
+	for key, hist := range st.Edges {
+		last := uint64(0)
+		for _, h := range hist {
+			last = max(last, h.Seq)
+		}
+		if oldest == "" || last < at {
+			oldest, at = key, last
+		}
+	}
+	delete(st.Edges, oldest)
+}
+
+// heldKey names an edge file in the state: the edge alone for a chunk
+// without a source (an edge before sources were sent).
+func heldKey(edge, source string) string {
+	if source == "" {
+		return edge
+	}
+	return edge + "/" + source
 }
 
 // chunkID parses the message ID an edge gives a chunk: edge/segment/offset.
@@ -679,7 +712,7 @@ func (c *Consumer) round(ctx context.Context, cons jetstream.Consumer, q *ingest
 		}
 		next.Seq = seq
 		if edgeID, segment, start, ok := chunkID(m.Headers().Get(jetstream.MsgIDHeader)); ok {
-			if data = next.fresh(edgeID, segment, start, data); len(data) == 0 {
+			if data = next.fresh(heldKey(edgeID, m.Headers().Get("Aggregator-Source")), segment, start, data); len(data) == 0 {
 				c.m.Skipped.Inc() // sent again by its edge
 				continue
 			}
