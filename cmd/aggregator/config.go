@@ -321,6 +321,7 @@ func printUsage(w io.Writer) {
 with its receive time, as one line to a rotating log file.
 
 Usage: aggregator [-check-config | -version | -help]
+       aggregator read [flags] FILE...   read the logs back (aggregator read -help)
 
   -check-config  check the configuration and the log directory, then exit:
                  0 if good, 78 (EX_CONFIG) naming every problem

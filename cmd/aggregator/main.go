@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"aggregator/internal/cli"
+	"aggregator/internal/logread"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -24,6 +25,9 @@ func main() {
 
 // run is the whole program; only main turns its result into an exit.
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "read" {
+		return logread.Main(args[1:], stdout, stderr)
+	}
 	// Signals first: Go's default action for SIGHUP kills the process, and
 	// a logrotate postrotate script may send one at any moment.
 	sigs := make(chan os.Signal, 4)

@@ -138,7 +138,13 @@ func (e *encoder) appendJSON(dst []byte, endpoint string, r *ingest.Record) []by
 }
 
 func appendJSONField(dst []byte, name string, v []byte) []byte {
-	dst = append(dst, ',', '"')
+	return AppendJSONField(append(dst, ','), name, v)
+}
+
+// AppendJSONField appends "name":"v" as a JSON line of the daemon has it:
+// a value that is not valid UTF-8 as "name_base64":"..." instead.
+func AppendJSONField(dst []byte, name string, v []byte) []byte {
+	dst = append(dst, '"')
 	dst = append(dst, name...)
 	if utf8.Valid(v) {
 		dst = append(dst, '"', ':')

@@ -1,0 +1,299 @@
+// Package logread reads back what the daemon wrote: the files of one log
+// or many (backups, gzip or zstd, and the live file), merged by time,
+// filtered by time, source and content, printed as stored, as JSON, as
+// the producer's messages or as exact frames, and followed as the daemon
+// writes and rotates.
+package logread
+
+import (
+	"bufio"
+	"bytes"
+	"container/heap"
+	"context"
+	"fmt"
+	"io"
+	"strconv"
+	"time"
+
+	"aggregator/internal/sink"
+)
+
+// Output is how a record is printed.
+type Output int
+
+const (
+	Text    Output = iota // the line as stored
+	JSON                  // one object a line, AGG_FORMAT=json's schema
+	Message               // the message as the producer sent it
+	Raw                   // every frame's exact bytes, length-prefixed
+)
+
+// Options select and print the records.
+type Options struct {
+	Since, Until time.Time // zero: open
+	Topic        []byte    // prefix of the topic
+	Endpoint     string
+	Edge         string
+	Grep         []byte // fixed substring of the message
+	Last         int    // only the last N; 0: all
+	Output       Output
+	Follow       bool
+	Poll         time.Duration // how often a followed log is looked at
+}
+
+// Result counts what was read.
+type Result struct {
+	Records, Unparsed int
+	FileErrors        int
+}
+
+// Read prints the records of logs (arguments as the command takes them)
+// to out, errors naming their file to errs. With Follow it returns when
+// ctx is done.
+func Read(ctx context.Context, args []string, opt Options, out io.Writer, errs io.Writer) (Result, error) {
+	var res Result
+	logs, err := find(args)
+	if err != nil {
+		return res, err
+	}
+	report := func(name string, err error) {
+		res.FileErrors++
+		fmt.Fprintf(errs, "aggregator read: %s: %v\n", name, err)
+	}
+	var cursors []*cursor
+	for _, l := range logs {
+		c, err := newCursor(l, report)
+		if err != nil {
+			report(l.path, err)
+			continue
+		}
+		cursors = append(cursors, c)
+	}
+	w := bufio.NewWriterSize(out, 256<<10)
+	defer w.Flush()
+	p := printer{opt: opt, w: w, res: &res}
+	if len(opt.Grep) > 0 {
+		p.grepText = sink.AppendEscaped(nil, opt.Grep)
+	}
+	var ring [][]byte // the last N, with -n
+	emit := func(c *cursor) {
+		if !p.match(&c.rec) {
+			return
+		}
+		if opt.Last > 0 {
+			var buf bytes.Buffer
+			bw := bufio.NewWriter(&buf)
+			p.w = bw
+			p.print(&c.rec)
+			bw.Flush()
+			p.w = w
+			if len(ring) == opt.Last {
+				ring = ring[1:]
+			}
+			ring = append(ring, buf.Bytes())
+			return
+		}
+		p.print(&c.rec)
+	}
+
+	// What is there now: a k-way merge by time.
+	h := &byTime{}
+	for _, c := range cursors {
+		if c.next(opt.Follow) {
+			heap.Push(h, c)
+		}
+	}
+	for h.Len() > 0 {
+		c := (*h)[0]
+		emit(c)
+		if c.next(opt.Follow) {
+			heap.Fix(h, 0)
+		} else {
+			heap.Pop(h)
+		}
+	}
+	for _, b := range ring {
+		w.Write(b)
+	}
+	ring, opt.Last, p.opt.Last = nil, 0, 0
+	if !opt.Follow {
+		return res, nil
+	}
+
+	// Then what comes: each log as it grows, across rotations.
+	poll := opt.Poll
+	if poll <= 0 {
+		poll = 200 * time.Millisecond
+	}
+	tick := time.NewTicker(poll)
+	defer tick.Stop()
+	for {
+		w.Flush()
+		select {
+		case <-ctx.Done():
+			return res, nil
+		case <-tick.C:
+		}
+		for _, c := range cursors {
+			for {
+				for c.next(true) {
+					emit(c)
+				}
+				before := len(c.files)
+				if err := c.rotated(); err != nil {
+					report(c.log.path, err)
+				}
+				if len(c.files) == before {
+					break
+				}
+			}
+		}
+	}
+}
+
+// byTime is a heap of cursors by their head's time; equal times keep the
+// order of the arguments.
+type byTime []*cursor
+
+func (h byTime) Len() int           { return len(h) }
+func (h byTime) Less(i, j int) bool { return h[i].at().Before(h[j].at()) }
+func (h byTime) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *byTime) Push(x any)        { *h = append(*h, x.(*cursor)) }
+func (h *byTime) Pop() any {
+	old := *h
+	c := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return c
+}
+
+// printer filters and prints records.
+type printer struct {
+	opt      Options
+	w        *bufio.Writer
+	res      *Result
+	grepText []byte // Grep as a text line stores it
+	scratch  []byte
+}
+
+// filtered reports whether any filter but none is set.
+func (p *printer) filtered() bool {
+	o := p.opt
+	return !o.Since.IsZero() || !o.Until.IsZero() || o.Topic != nil || o.Endpoint != "" || o.Edge != "" || o.Grep != nil
+}
+
+// match applies the filters. A line not in the daemon's format is
+// counted, and passed through when nothing filters.
+func (p *printer) match(r *record) bool {
+	if !r.ok {
+		p.res.Unparsed++
+		return !p.filtered()
+	}
+	o := p.opt
+	switch {
+	case !o.Since.IsZero() && r.time.Before(o.Since):
+		return false
+	case !o.Until.IsZero() && !r.time.Before(o.Until):
+		return false
+	case o.Edge != "" && r.edge != o.Edge:
+		return false
+	case o.Endpoint != "" && (!r.json || r.fields.Endpoint != o.Endpoint):
+		return false
+	}
+	if o.Topic != nil {
+		topic := r.topic()
+		if !r.json && bytes.IndexByte(topic, '\\') >= 0 {
+			topic, _ = sink.Unescape(topic)
+		}
+		if !bytes.HasPrefix(topic, o.Topic) {
+			return false
+		}
+	}
+	if o.Grep != nil {
+		if r.json {
+			if !bytes.Contains(r.message(), o.Grep) && !bytes.Contains(r.topic(), o.Grep) {
+				return false
+			}
+		} else if !bytes.Contains(r.body, p.grepText) {
+			return false
+		}
+	}
+	return true
+}
+
+func (p *printer) print(r *record) {
+	p.res.Records++
+	switch {
+	case p.opt.Output == Text:
+		p.w.Write(r.line)
+		p.w.WriteByte('\n')
+	case !r.ok: // passed through as it is, in every form
+		if p.opt.Output == JSON {
+			p.scratch = sink.AppendJSONField(append(p.scratch[:0], '{'), "unparsed", r.line)
+			p.w.Write(append(p.scratch, '}', '\n'))
+			return
+		}
+		p.w.Write(r.line)
+		p.w.WriteByte('\n')
+	case p.opt.Output == JSON && r.json:
+		p.w.Write(r.line)
+		p.w.WriteByte('\n')
+	case p.opt.Output == JSON:
+		p.printJSON(r)
+	case p.opt.Output == Message:
+		frames, err := r.frames()
+		if err != nil {
+			p.w.Write(r.line)
+			p.w.WriteByte('\n')
+			return
+		}
+		if len(frames) > 1 {
+			frames = frames[1:]
+		}
+		p.w.Write(bytes.Join(frames, []byte{'\t'}))
+		p.w.WriteByte('\n')
+	case p.opt.Output == Raw:
+		frames, err := r.frames()
+		if err != nil {
+			frames = [][]byte{r.line}
+		}
+		p.w.Write(r.stamp())
+		p.w.WriteByte(' ')
+		p.w.WriteString(strconv.Itoa(len(frames)))
+		p.w.WriteByte('\n')
+		for _, f := range frames {
+			p.w.WriteString(strconv.Itoa(len(f)))
+			p.w.WriteByte('\n')
+			p.w.Write(f)
+			p.w.WriteByte('\n')
+		}
+	}
+}
+
+// printJSON prints a text line in AGG_FORMAT=json's schema; the time as
+// the line stores it, no endpoint or peer (a text line has neither).
+func (p *printer) printJSON(r *record) {
+	frames, err := r.frames()
+	if err != nil {
+		p.scratch = sink.AppendJSONField(append(p.scratch[:0], '{'), "unparsed", r.line)
+		p.w.Write(append(p.scratch, '}', '\n'))
+		return
+	}
+	var topic, msg []byte
+	if len(frames) > 1 {
+		topic, msg = frames[0], bytes.Join(frames[1:], []byte{'\t'})
+	} else {
+		msg = frames[0]
+	}
+	b := append(p.scratch[:0], '{')
+	if r.edge != "" {
+		b = sink.AppendJSONField(b, "edge", []byte(r.edge))
+		b = append(b, ',')
+	}
+	b = sink.AppendJSONField(b, "time", r.stamp())
+	b = append(b, `,"endpoint":"","peer":"",`...)
+	b = sink.AppendJSONField(b, "topic", topic)
+	b = append(b, ',')
+	b = sink.AppendJSONField(b, "message", msg)
+	p.scratch = append(b, '}', '\n')
+	p.w.Write(p.scratch)
+}
