@@ -48,6 +48,7 @@ type config struct {
 	forwardN    int
 	catchUpN    int
 	topicsN     int
+	readN       int
 	topicsCases []topicsCase
 	syncN       int
 	many        int
@@ -76,6 +77,7 @@ func main() {
 	flag.BoolVar(&memDetail, "mem", false, "print the daemon's memory (RSS by kind, Go heap) after each peak run")
 	flag.IntVar(&c.forwardN, "forward-n", 1_000_000, "messages in the NATS forwarding run (0 skips it)")
 	flag.IntVar(&c.topicsN, "topics-n", 2_000_000, "messages per run of the file-per-topic cases (0 skips them)")
+	flag.IntVar(&c.readN, "read-n", 1_000_000, "messages the daemon writes for aggregator read --grep against zstdcat | grep -F (0 skips it)")
 	c.topicsCases = []topicsCase{{topics: 1000}, {topics: 10_000, open: 256}}
 	flag.IntVar(&c.catchUpN, "catchup-n", 600_000, "lines of backlog a central catches up on, against the edge that forwarded them (0 skips it)")
 	flag.IntVar(&c.syncN, "sync-n", 2_000_000, "messages per peak run in the syncing run, which also repeats the rotation run per AGG_SYNC_INTERVAL (0 skips it)")
@@ -86,7 +88,7 @@ func main() {
 	// 10 msg/s: a shorter run reports less than a daemon comes to use.
 	flag.DurationVar(&c.manyDur, "many-dur", 60*time.Second, "length of the many-publishers load")
 	flag.DurationVar(&c.idleDur, "idle-dur", 10*time.Second, "how long idle CPU is measured in the many-publishers run")
-	flag.StringVar(&c.only, "only", "", "run only one part: peak, rotate, latency, downcase, many, forward, catchup, sync or topics")
+	flag.StringVar(&c.only, "only", "", "run only one part: peak, rotate, latency, downcase, many, forward, catchup, sync, topics or read")
 	flag.Parse()
 	if *smoke {
 		only := c.only
@@ -104,7 +106,7 @@ func main() {
 func smokeConfig() config {
 	return config{runs: 1, size: 100, ns: []int{5000}, ps: []int{1, 2}, rotateN: 30000, rotateMB: 1,
 		latRate: 2000, latDur: 500 * time.Millisecond, wrkDur: time.Second, wrkThreads: 1, wrkConns: 4,
-		forwardN: 20_000, catchUpN: 20_000, topicsN: 20_000, topicsCases: []topicsCase{{topics: 100}, {topics: 1000, open: 16}}, syncN: 5000, many: 50, manyRate: 10, manyDur: time.Second, idleDur: time.Second}
+		forwardN: 20_000, catchUpN: 20_000, topicsN: 20_000, readN: 20_000, topicsCases: []topicsCase{{topics: 100}, {topics: 1000, open: 16}}, syncN: 5000, many: 50, manyRate: 10, manyDur: time.Second, idleDur: time.Second}
 }
 
 func ints(s string) []int {
@@ -250,6 +252,11 @@ func run(c config, out io.Writer) error {
 		edgeP, centralP := float64(c.catchUpN)/p.edge.Seconds(), float64(c.catchUpN)/p.central.Seconds()
 		fmt.Fprintf(out, "the same into {edge}.log: the edge at %.0f lines/s, the central at %.0f lines/s: %.2fx the edge, %.2fx the one-file central (missing %d, dup %d)\n",
 			edgeP, centralP, centralP/edgeP, centralP/central, p.t.missing, p.t.duplicated)
+	}
+	if (c.only == "" || c.only == "read") && c.readN > 0 {
+		if err := runRead(bins, c.readN, c.size, max(1, c.readN*c.size/10_000_000), out); err != nil {
+			return fmt.Errorf("read: %w", err)
+		}
 	}
 	if (c.only == "" || c.only == "sync") && c.syncN > 0 {
 		if err := runSyncCost(bins, c, out, check); err != nil {

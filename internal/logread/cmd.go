@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -102,6 +103,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return bad("--output %q: want text, json, message or raw", *output)
 	}
 
+	// Memory is bounded by the blocks in flight, a few MB: collecting
+	// less often leaves the cores to decompressing.
+	debug.SetGCPercent(400)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	res, err := Read(ctx, fs.Args(), opt, stdout, stderr)

@@ -2,10 +2,12 @@ package logread
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"io"
 	"os"
 	"slices"
+	"sync"
 	"time"
 
 	"aggregator/internal/sink"
@@ -25,6 +27,18 @@ type cursor struct {
 	last   time.Time
 	errs   func(name string, err error)
 	part   []byte // a line not yet ended (the live file, while following)
+
+	// Whole files (when not following): each file's lines decompressed
+	// into memory ahead of the reading, a few files in parallel, and
+	// searched as one buffer.
+	whole    bool
+	ahead    chan fileData
+	buf      []byte
+	pos      int
+	needle   []byte  // jump from one occurrence to the next; nil: every line
+	b64      int     // where the next base64 field is in buf; -1: none; below pos: look again
+	block    *[]byte // buf's block, back to the pool once read
+	needTime bool    // lines are compared by time (a window, or a merge)
 }
 
 func newCursor(l log, errs func(string, error)) (*cursor, error) {
@@ -55,8 +69,158 @@ func (c *cursor) open() bool {
 }
 
 // next moves the head to the next line; false at the end of what is
-// there. following keeps the live file open at its end.
+
+// fileData is a block of whole lines of a file, or why the file could
+// not be read further; last marks a file's last block.
+type fileData struct {
+	name string
+	data []byte
+	err  error
+	last bool
+}
+
+// blockSize is how much of a file a block holds: large enough that the
+// search runs over long buffers, small enough to stay in the CPU's cache.
+const blockSize = 1 << 20
+
+var blocks = sync.Pool{New: func() any { b := make([]byte, 0, blockSize); return &b }}
+
+// prefetch reads the files in blocks of whole lines, in order, up to
+// depth files at once, each decompressed by its own goroutine.
+func prefetch(files []string, depth int) chan fileData {
+	out := make(chan fileData, 4)
+	pending := make(chan chan fileData, depth)
+	go func() {
+		defer close(pending)
+		for _, name := range files {
+			one := make(chan fileData, 4)
+			pending <- one
+			go stream(name, one)
+		}
+	}()
+	go func() {
+		defer close(out)
+		for one := range pending {
+			for fd := range one {
+				out <- fd
+			}
+		}
+	}()
+	return out
+}
+
+// stream sends a file's lines in blocks that end with a newline; a
+// file's end without one is a block of its own.
+func stream(name string, out chan<- fileData) {
+	defer close(out)
+	rc, err := sink.Open(name)
+	if err != nil {
+		out <- fileData{name: name, err: err, last: true}
+		return
+	}
+	defer rc.Close()
+	var carry []byte
+	for {
+		bp := blocks.Get().(*[]byte)
+		buf := append((*bp)[:0], carry...)
+		if cap(buf) < len(carry)+blockSize/2 {
+			buf = append(make([]byte, 0, 2*len(carry)+blockSize), carry...)
+		}
+		// Not io.ReadFull: its ErrUnexpectedEOF for a short last block
+		// would hide the decompressor's for a cut file.
+		var err error
+		for len(buf) < cap(buf) && err == nil {
+			var n int
+			n, err = rc.Read(buf[len(buf):cap(buf)])
+			buf = buf[:len(buf)+n]
+		}
+		end := err != nil
+		if errors.Is(err, io.EOF) {
+			err = nil
+		}
+		cut := len(buf)
+		if !end {
+			cut = bytes.LastIndexByte(buf, '\n') + 1
+		}
+		carry = append(carry[:0], buf[cut:]...)
+		out <- fileData{name: name, data: buf[:cut], err: err, last: end}
+		if end {
+			return
+		}
+	}
+}
+
+// base64Field marks a JSON field whose bytes were not UTF-8: a search
+// cannot see into it, so its line is checked whole.
+var base64Field = []byte(`_base64":"`)
+
+// nextWhole is next for whole files, read in blocks.
+func (c *cursor) nextWhole() bool {
+	for {
+		if c.buf == nil {
+			if c.block != nil {
+				blocks.Put(c.block)
+				c.block = nil
+			}
+			fd, ok := <-c.ahead
+			if !ok {
+				return false
+			}
+			c.name = fd.name
+			if fd.err != nil {
+				c.errs(fd.name, fd.err)
+				// What came before the damage is read; a cut line is not.
+				i := bytes.LastIndexByte(fd.data, '\n')
+				fd.data = fd.data[:i+1]
+			}
+			if len(fd.data) == 0 {
+				continue
+			}
+			c.block = &fd.data
+			c.buf, c.pos, c.b64 = fd.data, 0, 0
+			if c.needle != nil {
+				c.b64 = -2 // not looked for yet
+			}
+		}
+		start := c.pos
+		if c.needle != nil {
+			i := bytes.Index(c.buf[c.pos:], c.needle)
+			if c.b64 != -1 && c.b64 < c.pos { // the next base64 field, once per field
+				if j := bytes.Index(c.buf[c.pos:], base64Field); j >= 0 {
+					c.b64 = c.pos + j
+				} else {
+					c.b64 = -1
+				}
+			}
+			if c.b64 >= 0 && (i < 0 || c.b64-c.pos < i) {
+				i = c.b64 - c.pos
+			}
+			if i < 0 {
+				c.buf = nil
+				continue
+			}
+			start = bytes.LastIndexByte(c.buf[:c.pos+i], '\n') + 1
+		}
+		if start >= len(c.buf) {
+			c.buf = nil
+			continue
+		}
+		end := bytes.IndexByte(c.buf[start:], '\n')
+		if end < 0 { // a file that does not end with a whole line
+			c.head(c.buf[start:])
+			c.buf = nil
+			return true
+		}
+		c.pos = start + end + 1
+		c.head(c.buf[start : start+end])
+		return true
+	}
+}
+
 func (c *cursor) next(following bool) bool {
+	if c.whole {
+		return c.nextWhole()
+	}
 	for {
 		if c.br == nil && !c.open() {
 			return false
@@ -95,7 +259,11 @@ func (c *cursor) next(following bool) bool {
 }
 
 func (c *cursor) head(line []byte) {
-	c.rec = parse(line, c.log.central)
+	if c.needTime {
+		c.rec = parse(line, c.log.central)
+	} else {
+		c.rec = parseUntimed(line, c.log.central)
+	}
 	if c.rec.ok {
 		c.last = c.rec.time
 	}

@@ -12,8 +12,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"runtime"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"aggregator/internal/sink"
 )
@@ -68,6 +70,22 @@ func Read(ctx context.Context, args []string, opt Options, out io.Writer, errs i
 			continue
 		}
 		cursors = append(cursors, c)
+	}
+	for _, c := range cursors {
+		c.needTime = len(cursors) > 1 || !opt.Since.IsZero() || !opt.Until.IsZero()
+		if !opt.Follow {
+			// Whole files, decompressed ahead in parallel: the cores
+			// share the decompression, and a search jumps from one
+			// occurrence to the next instead of looking at every line.
+			c.whole, c.ahead = true, prefetch(c.files, runtime.GOMAXPROCS(0)+1)
+			c.files = nil
+			// A needle that text and JSON lines store as it is lets a
+			// search jump to its occurrences (and to base64 fields, which
+			// hide it), each then checked by match.
+			if opt.Grep != nil && utf8.Valid(opt.Grep) && !bytes.ContainsAny(opt.Grep, "\\\"") && !hasControl(opt.Grep) {
+				c.needle = opt.Grep
+			}
+		}
 	}
 	w := bufio.NewWriterSize(out, 256<<10)
 	defer w.Flush()
@@ -149,6 +167,15 @@ func Read(ctx context.Context, args []string, opt Options, out io.Writer, errs i
 			}
 		}
 	}
+}
+
+func hasControl(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 || c == 0x7f {
+			return true
+		}
+	}
+	return false
 }
 
 // byTime is a heap of cursors by their head's time; equal times keep the

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"sort"
+	"strconv"
+	"time"
+
+	"aggregator/internal/sink"
+)
+
+// runRead measures `aggregator read --grep` over the daemon's own zstd
+// backups against the pipeline a user would write instead, `zstdcat -f
+// FILES | grep -F`, in one run: the daemon writes n messages through
+// rotations of fileMB with zstd, then each command searches them for a
+// string one line holds, three times each, alternated; the medians are
+// compared.
+func runRead(bins binaries, n, size, fileMB int, out io.Writer) error {
+	pubs, err := newPublishers(1)
+	if err != nil {
+		return err
+	}
+	defer pubs.close()
+	d, err := startDaemon(bins.aggregator, map[string]string{
+		"AGG_CONNECT":     pubs.endpoints()[0],
+		"AGG_MAX_SIZE_MB": strconv.Itoa(fileMB),
+		"AGG_MAX_BACKUPS": "0",
+		"AGG_COMPRESS":    "zstd",
+	})
+	if err != nil {
+		return err
+	}
+	defer d.cleanup()
+	defer d.kill()
+	if err := pubs.waitSubscribed(); err != nil {
+		return err
+	}
+	if err := pubs.sendAll(n, size); err != nil {
+		return err
+	}
+	if err := waitFor(5*time.Minute, 5*time.Millisecond, func() bool {
+		return d.metric("aggregator_lines_written_total") >= float64(n) &&
+			d.metric("aggregator_backups_compressed_total") >= d.metric(`aggregator_rotations_total{reason="size"}`)
+	}); err != nil {
+		return fmt.Errorf("not done: %v lines, %v compressed", d.metric("aggregator_lines_written_total"), d.metric("aggregator_backups_compressed_total"))
+	}
+	if err := d.stop(); err != nil {
+		return err
+	}
+	files, err := sink.Files(d.log)
+	if err != nil {
+		return err
+	}
+	var stored, plain int64
+	for _, f := range files {
+		if info, err := os.Stat(f); err == nil {
+			stored += info.Size()
+		}
+	}
+	plain = int64(n) * int64(size+29) // each line: its time, a space, the message, a newline
+
+	needle := fmt.Sprintf(" %010d ", n/2) // one line holds it
+	read := exec.Command(bins.aggregator, "read", "--grep", needle, d.log)
+	shell := exec.Command("sh", append([]string{"-c", `zstdcat -f "$@" | grep -F -- "$0"`, needle}, files...)...)
+	var readT, shellT []time.Duration
+	var readOut, shellOut []byte
+	for range 3 {
+		for _, c := range []struct {
+			cmd *exec.Cmd
+			t   *[]time.Duration
+			out *[]byte
+		}{{read, &readT, &readOut}, {shell, &shellT, &shellOut}} {
+			cmd := exec.Command(c.cmd.Path, c.cmd.Args[1:]...)
+			start := time.Now()
+			o, err := cmd.Output()
+			if err != nil {
+				return fmt.Errorf("%v: %w", cmd.Args[:3], err)
+			}
+			*c.t = append(*c.t, time.Since(start))
+			*c.out = o
+		}
+	}
+	if !bytes.Equal(readOut, shellOut) || bytes.Count(readOut, []byte{'\n'}) != 1 {
+		return fmt.Errorf("read --grep found %q, zstdcat | grep -F %q", readOut, shellOut)
+	}
+	r, s := medianDuration(readT), medianDuration(shellT)
+	fmt.Fprintf(out, "\nread --grep over %d files (%.0f MB of zstd, about %.0f MB of lines), one line found: aggregator read %s, zstdcat -f | grep -F %s: %.2fx (the pipeline's time over read's; median of 3)\n",
+		len(files), float64(stored)/1e6, float64(plain)/1e6, r.Round(time.Millisecond), s.Round(time.Millisecond), s.Seconds()/r.Seconds())
+	return nil
+}
+
+func medianDuration(ds []time.Duration) time.Duration {
+	sorted := append([]time.Duration(nil), ds...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
+	return sorted[len(sorted)/2]
+}
