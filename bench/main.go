@@ -257,6 +257,11 @@ func run(c config, out io.Writer) error {
 		if err := runRead(bins, c.readN, c.size, max(1, c.readN*c.size/10_000_000), out); err != nil {
 			return fmt.Errorf("read: %w", err)
 		}
+		// A day of 24 hourly backups, in seconds: 24 s at 40,000 lines/s.
+		seconds := min(24, max(3, c.readN/40_000))
+		if err := runWindow(bins, 40_000, seconds, c.size, out); err != nil {
+			return fmt.Errorf("read window: %w", err)
+		}
 	}
 	if (c.only == "" || c.only == "sync") && c.syncN > 0 {
 		if err := runSyncCost(bins, c, out, check); err != nil {

@@ -98,3 +98,79 @@ func medianDuration(ds []time.Duration) time.Duration {
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
 	return sorted[len(sorted)/2]
 }
+
+// runWindow measures a time window: the daemon rotates every second
+// (AGG_ROTATE_EVERY=1s) with zstd while one publisher sends at rate for
+// the given number of seconds, a day of hourly backups in small; then
+// `aggregator read --since --until` takes one second's lines against
+// `zstdcat -f FILES | awk` over them all, three times each, alternated.
+func runWindow(bins binaries, rate, seconds, size int, out io.Writer) error {
+	pubs, err := newPublishers(1)
+	if err != nil {
+		return err
+	}
+	defer pubs.close()
+	d, err := startDaemon(bins.aggregator, map[string]string{
+		"AGG_CONNECT":      pubs.endpoints()[0],
+		"AGG_ROTATE_EVERY": "1s",
+		"AGG_MAX_BACKUPS":  "0",
+		"AGG_COMPRESS":     "zstd",
+	})
+	if err != nil {
+		return err
+	}
+	defer d.cleanup()
+	defer d.kill()
+	if err := pubs.waitSubscribed(); err != nil {
+		return err
+	}
+	start := time.Now()
+	n, err := pubs.sendPaced(rate, time.Duration(seconds)*time.Second, size)
+	if err != nil {
+		return err
+	}
+	if err := waitFor(time.Minute, 5*time.Millisecond, func() bool {
+		return d.metric("aggregator_lines_written_total") >= float64(n) &&
+			d.metric("aggregator_backups_compressed_total") >= d.metric(`aggregator_rotations_total{reason="time"}`)
+	}); err != nil {
+		return fmt.Errorf("not done: %v lines, %v compressed", d.metric("aggregator_lines_written_total"), d.metric("aggregator_backups_compressed_total"))
+	}
+	if err := d.stop(); err != nil {
+		return err
+	}
+	files, err := sink.Files(d.log)
+	if err != nil {
+		return err
+	}
+	since := start.Add(time.Duration(seconds/2) * time.Second).Truncate(time.Second).UTC()
+	until := since.Add(time.Second)
+	const stamp = "2006-01-02T15:04:05.000000Z07:00" // as the lines store it, so that awk compares strings
+	read := []string{bins.aggregator, "read", "--since", since.Format(time.RFC3339Nano), "--until", until.Format(time.RFC3339Nano), d.log}
+	awk := append([]string{"sh", "-c", `a="$1"; b="$2"; shift 2; zstdcat -f "$@" | awk -v a="$a" -v b="$b" '$1 >= a && $1 < b'`, "sh", since.Format(stamp), until.Format(stamp)}, files...)
+	var readT, awkT []time.Duration
+	var readOut, awkOut []byte
+	for range 3 {
+		for _, c := range []struct {
+			args []string
+			t    *[]time.Duration
+			out  *[]byte
+		}{{read, &readT, &readOut}, {awk, &awkT, &awkOut}} {
+			cmd := exec.Command(c.args[0], c.args[1:]...)
+			t0 := time.Now()
+			o, err := cmd.Output()
+			if err != nil {
+				return fmt.Errorf("%v: %w", c.args[:3], err)
+			}
+			*c.t = append(*c.t, time.Since(t0))
+			*c.out = o
+		}
+	}
+	lines := bytes.Count(readOut, []byte{'\n'})
+	if !bytes.Equal(readOut, awkOut) || lines == 0 {
+		return fmt.Errorf("read took %d lines of the window, zstdcat | awk %d", lines, bytes.Count(awkOut, []byte{'\n'}))
+	}
+	r, a := medianDuration(readT), medianDuration(awkT)
+	fmt.Fprintf(out, "one second's window in %d one-second backups (%d lines, %d in the window): aggregator read --since --until %s, zstdcat -f | awk %s: %.1fx (median of 3)\n",
+		len(files), n, lines, r.Round(time.Millisecond), a.Round(time.Millisecond), a.Seconds()/r.Seconds())
+	return nil
+}

@@ -72,7 +72,8 @@ func Read(ctx context.Context, args []string, opt Options, out io.Writer, errs i
 		cursors = append(cursors, c)
 	}
 	for _, c := range cursors {
-		c.needTime = len(cursors) > 1 || !opt.Since.IsZero() || !opt.Until.IsZero()
+		c.files = skipOutside(c.files, opt.Since, opt.Until)
+		c.needTime = len(cursors) > 1 // a window compares stamps itself (printer.inWindow)
 		if !opt.Follow {
 			// Whole files, decompressed ahead in parallel: the cores
 			// share the decompression, and a search jumps from one
@@ -90,6 +91,21 @@ func Read(ctx context.Context, args []string, opt Options, out io.Writer, errs i
 	w := bufio.NewWriterSize(out, 256<<10)
 	defer w.Flush()
 	p := printer{opt: opt, w: w, res: &res}
+	// Stamps have microseconds: a bound between two is rounded up, which
+	// keeps and drops exactly the same stamps.
+	ceil := func(t time.Time) []byte {
+		u := t.Truncate(time.Microsecond)
+		if u.Before(t) {
+			u = u.Add(time.Microsecond)
+		}
+		return []byte(u.UTC().Format(utcStamp))
+	}
+	if !opt.Since.IsZero() {
+		p.since = ceil(opt.Since)
+	}
+	if !opt.Until.IsZero() {
+		p.until = ceil(opt.Until)
+	}
 	if len(opt.Grep) > 0 {
 		p.grepText = sink.AppendEscaped(nil, opt.Grep)
 	}
@@ -169,6 +185,26 @@ func Read(ctx context.Context, args []string, opt Options, out io.Writer, errs i
 	}
 }
 
+// skipOutside leaves out the compressed backups whose lines' times all
+// miss the window [since, until): each such backup ends with the lowest
+// and highest time of its lines (see sink.BackupSpan), true whatever
+// their order, so a clock that stepped back loses nothing. Backups
+// without it are read.
+func skipOutside(files []string, since, until time.Time) []string {
+	if since.IsZero() && until.IsZero() {
+		return files
+	}
+	kept := files[:0:0]
+	for _, name := range files {
+		low, high, ok := sink.BackupSpan(name)
+		if ok && ((!since.IsZero() && high.Before(since)) || (!until.IsZero() && !low.Before(until))) {
+			continue
+		}
+		kept = append(kept, name)
+	}
+	return kept
+}
+
 func hasControl(b []byte) bool {
 	for _, c := range b {
 		if c < 0x20 || c == 0x7f {
@@ -200,6 +236,31 @@ type printer struct {
 	res      *Result
 	grepText []byte // Grep as a text line stores it
 	scratch  []byte
+	// since and until as a UTC stamp of the daemon's stores them: a
+	// stamp of that form compares as bytes, with no parsing.
+	since, until []byte
+}
+
+// utcStamp is the form of the daemon's text stamps in UTC.
+const utcStamp = "2006-01-02T15:04:05.000000Z07:00"
+
+// inWindow reports whether a record's time is in [Since, Until).
+func (p *printer) inWindow(r *record) bool {
+	if p.since == nil && p.until == nil {
+		return true
+	}
+	if st := r.stamp(); !r.json && len(st) == len(utcStamp)-5 && st[len(st)-1] == 'Z' {
+		return (p.since == nil || bytes.Compare(st, p.since) >= 0) && (p.until == nil || bytes.Compare(st, p.until) < 0)
+	}
+	t := r.time
+	if !r.json && t.IsZero() {
+		ns, ok := sink.LineTime(r.line)
+		if !ok {
+			return false
+		}
+		t = time.Unix(0, ns)
+	}
+	return (p.opt.Since.IsZero() || !t.Before(p.opt.Since)) && (p.opt.Until.IsZero() || t.Before(p.opt.Until))
 }
 
 // filtered reports whether any filter but none is set.
@@ -217,9 +278,7 @@ func (p *printer) match(r *record) bool {
 	}
 	o := p.opt
 	switch {
-	case !o.Since.IsZero() && r.time.Before(o.Since):
-		return false
-	case !o.Until.IsZero() && !r.time.Before(o.Until):
+	case !p.inWindow(r):
 		return false
 	case o.Edge != "" && r.edge != o.Edge:
 		return false

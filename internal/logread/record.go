@@ -56,11 +56,11 @@ func parse(line []byte, central bool) record {
 	if sp < 0 {
 		return r
 	}
-	t, err := time.Parse(time.RFC3339Nano, string(line[:sp]))
-	if err != nil {
+	ns, ok := sink.LineTime(line)
+	if !ok {
 		return r
 	}
-	r.time, r.ok, r.body = t, true, line[sp+1:]
+	r.time, r.ok, r.body = time.Unix(0, ns), true, line[sp+1:]
 	if central {
 		edge, body, found := bytes.Cut(r.body, []byte{' '})
 		if !found {
