@@ -173,6 +173,11 @@ func TestReadBack(t *testing.T) {
 		if len(window) != hi-lo || !slices.EqualFunc(window[0], msgs[lo], bytes.Equal) {
 			t.Errorf("%s: --since %s --until %s gave %d records, want %d", format, from, to, len(window), hi-lo)
 		}
+		// --endpoint: JSON lines record it, text lines do not.
+		out, _, _ = readCmd(t, "--endpoint", bindEP, logFile)
+		if n, want := strings.Count(out, "\n"), map[string]int{"json": len(msgs), "text": 0}[format]; n != want {
+			t.Errorf("%s: --endpoint gave %d records, want %d", format, n, want)
+		}
 		// --output json of either format has the daemon's JSON schema.
 		out, _, _ = readCmd(t, "--output", "json", "-n", "1", logFile)
 		if !strings.HasPrefix(out, `{"time":"`) || !strings.Contains(out, `"topic":"cart.DEBUG"`) {

@@ -1,6 +1,10 @@
 package logread
 
 import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -50,5 +54,40 @@ func TestParseLine(t *testing.T) {
 		if parse([]byte(bad), false).ok {
 			t.Errorf("%q parsed as the daemon's", bad)
 		}
+	}
+}
+
+// TestCentralEdgeAndMerge: a log with a central's state beside it is read
+// as a central's (the edge after the time); --edge keeps one edge's
+// lines; two logs merge by time; a line not in the daemon's format is
+// passed through and counted.
+func TestCentralEdgeAndMerge(t *testing.T) {
+	dir := t.TempDir()
+	central := filepath.Join(dir, "central.log")
+	other := filepath.Join(dir, "other.log")
+	write := func(path, data string) {
+		if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(central, "2026-12-03T10:00:01.000000Z edge1 one\n2026-12-03T10:00:03.000000Z edge2 three\n")
+	write(central+".consumed", "{}")
+	write(other, "2026-12-03T10:00:02.000000Z two\nnot the daemon's\n2026-12-03T10:00:04.000000Z four\n")
+
+	var out, errs bytes.Buffer
+	res, err := Read(context.Background(), []string{central}, Options{Edge: "edge2", Output: Message}, &out, &errs)
+	if err != nil || out.String() != "three\n" || res.Records != 1 {
+		t.Errorf("--edge edge2: %q, %+v, %v", out.String(), res, err)
+	}
+	out.Reset()
+	res, err = Read(context.Background(), []string{central, other}, Options{Output: Message}, &out, &errs)
+	if err != nil || out.String() != "one\ntwo\nnot the daemon's\nthree\nfour\n" || res.Unparsed != 1 {
+		t.Errorf("merged: %q, %+v, %v", out.String(), res, err)
+	}
+	out.Reset()
+	since := time.Date(2026, 12, 3, 10, 0, 2, 0, time.UTC)
+	Read(context.Background(), []string{dir}, Options{Since: since, Until: since.Add(2 * time.Second)}, &out, &errs)
+	if out.String() != "2026-12-03T10:00:02.000000Z two\n2026-12-03T10:00:03.000000Z edge2 three\n" {
+		t.Errorf("the directory, a window: %q", out.String())
 	}
 }
