@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -263,8 +264,52 @@ func TestReadFollow(t *testing.T) {
 		return strings.Count(out.String(), "\n") >= n+1
 	})
 	time.Sleep(300 * time.Millisecond) // anything more would be twice
+	sameLines(t, []byte(out.String()), logBytes(t, logFile))
+
+	// logrotate's way ("create"): the live file renamed to a name of its
+	// own and a new empty one made in its place, which the reader turns
+	// to; lines still written to the old one until SIGHUP, then to the
+	// new one.
+	renamed := logFile + ".1"
+	if err := os.Rename(logFile, renamed); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(logFile, nil, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // the reader sees the new file
+	for i := range 2000 {
+		pub.Send([]byte(fmt.Sprintf("before the reopen %d %s", i, pad)))
+	}
+	p.waitMetric("aggregator_lines_written_total", n+1+2000)
+	p.signal(syscall.SIGHUP)
+	p.waitMetric("aggregator_reopens_total", 1)
+	for i := range 2000 {
+		pub.Send([]byte(fmt.Sprintf("after the reopen %d %s", i, pad)))
+	}
+	p.waitMetric("aggregator_lines_written_total", n+1+4000)
+	eventually.Within(t, 10*time.Second, "the reader printed the lines around the reopen", func() bool {
+		return strings.Count(out.String(), "\n") >= n+1+4000
+	})
+	time.Sleep(300 * time.Millisecond)
 	follow.Process.Signal(os.Interrupt)
 	follow.Wait()
-	sameLines(t, []byte(out.String()), logBytes(t, logFile))
-	t.Logf("%d lines followed across %v rotations", n+1, p.metric(`aggregator_rotations_total{reason="size"}`))
+	printed := map[string]int{}
+	for _, line := range strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n") {
+		printed[line]++
+	}
+	all := string(logBytes(t, logFile))
+	if data, err := os.ReadFile(renamed); err == nil {
+		all = string(data) + all
+	}
+	wantLines := strings.Split(strings.TrimSuffix(all, "\n"), "\n")
+	for _, line := range wantLines {
+		if printed[line] != 1 {
+			t.Fatalf("%q printed %d times", line, printed[line])
+		}
+	}
+	if len(printed) != len(wantLines) {
+		t.Fatalf("printed %d distinct lines, the files hold %d", len(printed), len(wantLines))
+	}
+	t.Logf("%d lines followed across %v rotations and a rename with SIGHUP", len(wantLines), p.metric(`aggregator_rotations_total{reason="size"}`))
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"aggregator/internal/sink"
@@ -35,10 +36,11 @@ type cursor struct {
 	ahead    chan fileData
 	buf      []byte
 	pos      int
-	needle   []byte  // jump from one occurrence to the next; nil: every line
-	b64      int     // where the next base64 field is in buf; -1: none; below pos: look again
-	block    *[]byte // buf's block, back to the pool once read
-	needTime bool    // lines are compared by time (a window, or a merge)
+	needle   []byte   // jump from one occurrence to the next; nil: every line
+	b64      int      // where the next base64 field is in buf; -1: none; below pos: look again
+	block    *[]byte  // buf's block, back to the pool once read
+	drain    *drainer // a file renamed away by someone else, read on for a while
+	needTime bool     // lines are compared by time (a window, or a merge)
 }
 
 func newCursor(l log, errs func(string, error)) (*cursor, error) {
@@ -315,6 +317,15 @@ func (c *cursor) rotated() error {
 	if err != nil {
 		return err
 	}
+	if c.renamedAway(files, ours) {
+		// Renamed by someone else (logrotate, then SIGHUP): the daemon
+		// may write to it until it reopens, so it is read on beside the
+		// new live file until it has been quiet for a while.
+		c.drain = &drainer{f: c.live, br: c.br, part: c.part, grew: time.Now()}
+		c.rc, c.br, c.live, c.part = nil, nil, nil, nil
+		c.files = []string{c.log.path}
+		return nil
+	}
 	var after []string
 	skipped := false
 	for _, name := range files {
@@ -338,4 +349,55 @@ func (c *cursor) rotated() error {
 	}
 	c.files = after
 	return nil
+}
+
+// renamedAway reports whether the file being read was renamed to a name
+// that is not one of the daemon's backups: it still has a name, and no
+// backup is it.
+func (c *cursor) renamedAway(files []string, ours os.FileInfo) bool {
+	if st, ok := ours.Sys().(*syscall.Stat_t); !ok || st.Nlink == 0 {
+		return false // removed (compressed and deleted): the daemon's
+	}
+	for _, name := range files {
+		if info, err := os.Stat(name); err == nil && os.SameFile(info, ours) {
+			return false
+		}
+	}
+	return true
+}
+
+// drainer reads a file renamed away while the daemon may still write to
+// it, until it has been quiet for drainQuiet.
+type drainer struct {
+	f    *os.File
+	br   *bufio.Reader
+	part []byte
+	grew time.Time
+}
+
+const drainQuiet = 2 * time.Second
+
+// drainNext moves the head to the next line of a renamed-away file; false
+// when it has none now (and it is closed once quiet long enough).
+func (c *cursor) drainNext() bool {
+	d := c.drain
+	if d == nil {
+		return false
+	}
+	line, err := d.br.ReadSlice('\n')
+	if len(line) > 0 {
+		d.grew = time.Now()
+	}
+	if err == nil {
+		line = append(d.part, line...)
+		d.part = nil
+		c.head(line[:len(line)-1])
+		return true
+	}
+	d.part = append(d.part, line...)
+	if time.Since(d.grew) > drainQuiet {
+		d.f.Close()
+		c.drain = nil
+	}
+	return false
 }

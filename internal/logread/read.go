@@ -169,6 +169,9 @@ func Read(ctx context.Context, args []string, opt Options, out io.Writer, errs i
 		case <-tick.C:
 		}
 		for _, c := range cursors {
+			for c.drainNext() {
+				emit(c)
+			}
 			for {
 				for c.next(true) {
 					emit(c)
