@@ -88,8 +88,9 @@ const blockSize = 1 << 20
 var blocks = sync.Pool{New: func() any { b := make([]byte, 0, blockSize); return &b }}
 
 // prefetch reads the files in blocks of whole lines, in order, up to
-// depth files at once, each decompressed by its own goroutine.
-func prefetch(files []string, depth int) chan fileData {
+// depth files at once, each decompressed by its own goroutine; of a zstd
+// backup, only the frames that may hold lines of [since, until).
+func prefetch(files []string, depth int, since, until time.Time) chan fileData {
 	out := make(chan fileData, 4)
 	pending := make(chan chan fileData, depth)
 	go func() {
@@ -97,7 +98,7 @@ func prefetch(files []string, depth int) chan fileData {
 		for _, name := range files {
 			one := make(chan fileData, 4)
 			pending <- one
-			go stream(name, one)
+			go stream(name, since, until, one)
 		}
 	}()
 	go func() {
@@ -113,9 +114,9 @@ func prefetch(files []string, depth int) chan fileData {
 
 // stream sends a file's lines in blocks that end with a newline; a
 // file's end without one is a block of its own.
-func stream(name string, out chan<- fileData) {
+func stream(name string, since, until time.Time, out chan<- fileData) {
 	defer close(out)
-	rc, err := sink.Open(name)
+	rc, err := sink.OpenWindow(name, since, until)
 	if err != nil {
 		out <- fileData{name: name, err: err, last: true}
 		return

@@ -78,7 +78,7 @@ func Read(ctx context.Context, args []string, opt Options, out io.Writer, errs i
 			// Whole files, decompressed ahead in parallel: the cores
 			// share the decompression, and a search jumps from one
 			// occurrence to the next instead of looking at every line.
-			c.whole, c.ahead = true, prefetch(c.files, runtime.GOMAXPROCS(0)+1)
+			c.whole, c.ahead = true, prefetch(c.files, runtime.GOMAXPROCS(0)+1, opt.Since, opt.Until)
 			c.files = nil
 			// A needle that text and JSON lines store as it is lets a
 			// search jump to its occurrences (and to base64 fields, which

@@ -318,18 +318,12 @@ func (c *compressor) compress(ctx context.Context, name string) (err error) {
 	if err != nil {
 		return err
 	}
-	var span spanScanner
-	if _, err = io.Copy(zw, io.TeeReader(ctxReader{ctx, src}, &span)); err != nil {
+	trailer, err := compressFramed(zw, dst, c.codec, ctxReader{ctx, src})
+	if err != nil {
 		return fmt.Errorf("compress: %w", err)
 	}
-	if err = zw.Close(); err != nil {
+	if _, err = dst.Write(trailer); err != nil { // a window that misses it skips it (see BackupSpan)
 		return err
-	}
-	span.flush()
-	if span.seen { // a window that misses it skips it (see BackupSpan)
-		if _, err = dst.Write(appendSpan(nil, c.codec, span.low, span.high)); err != nil {
-			return err
-		}
 	}
 	// The compressed copy is on disk, under its name, before the original
 	// goes: a power cut leaves one or the other, whole.

@@ -3,10 +3,15 @@ package sink
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"io"
+	"math"
 	"os"
 	"strings"
 	"time"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
 )
 
 // A compressed backup ends with the span of its lines' times: the lowest
@@ -16,49 +21,43 @@ import (
 // over: a zstd skippable frame, or an empty gzip member whose header
 // carries it in an extra field (gzip readers read concatenated members).
 //
-//	zstd: 5A 2A 4D 18 | size 24 (LE32) | "AGGT" | version 1 (LE32) | low (LE64 ns) | high (LE64 ns)
-//	gzip: 1F 8B 08 04 00000000 00 FF | XLEN 24 | 'A' 'T' | LEN 20 | version 1 | low | high | 03 00 | CRC 0 | ISIZE 0
+//	gzip: 1F 8B 08 04 00000000 00 FF | XLEN 24 | 'A' 'T' | LEN 20 | version 1 | low (LE64 ns) | high | 03 00 | CRC 0 | ISIZE 0
+//
+// A zstd backup's trailer also spans each of its frames (see
+// appendFrameIndex), so that a window reads only the frames it meets.
 const (
 	spanVersion   = 1
-	zstdSpanBytes = 32
 	gzipSpanBytes = 46
 )
 
-// appendSpan appends the span frame of codec.
-func appendSpan(dst []byte, codec Codec, low, high int64) []byte {
+// appendSpan appends the span member of a gzip backup.
+func appendSpan(dst []byte, low, high int64) []byte {
 	le := binary.LittleEndian
-	if codec == Zstd {
-		dst = le.AppendUint32(dst, 0x184D2A5A)
-		dst = le.AppendUint32(dst, 24)
-		dst = append(dst, "AGGT"...)
-	} else {
-		dst = append(dst, 0x1f, 0x8b, 8, 4, 0, 0, 0, 0, 0, 0xff)
-		dst = le.AppendUint16(dst, 24)
-		dst = append(dst, 'A', 'T')
-		dst = le.AppendUint16(dst, 20)
-	}
+	dst = append(dst, 0x1f, 0x8b, 8, 4, 0, 0, 0, 0, 0, 0xff)
+	dst = le.AppendUint16(dst, 24)
+	dst = append(dst, 'A', 'T')
+	dst = le.AppendUint16(dst, 20)
 	dst = le.AppendUint32(dst, spanVersion)
 	dst = le.AppendUint64(dst, uint64(low))
 	dst = le.AppendUint64(dst, uint64(high))
-	if codec != Zstd {
-		dst = append(dst, 3, 0)               // an empty final deflate block
-		dst = append(dst, make([]byte, 8)...) // CRC-32 and size of nothing
-	}
-	return dst
+	dst = append(dst, 3, 0)                // an empty final deflate block
+	return append(dst, make([]byte, 8)...) // CRC-32 and size of nothing
 }
 
 // BackupSpan reads the span of the times of a compressed backup's lines;
 // ok is false when the backup has none (written before spans were, or not
 // compressed).
 func BackupSpan(name string) (low, high time.Time, ok bool) {
-	var size int
-	var codec Codec
 	switch {
 	case strings.HasSuffix(name, ".zst"):
-		size, codec = zstdSpanBytes, Zstd
-	case strings.HasSuffix(name, ".gz"):
-		size, codec = gzipSpanBytes, Gzip
-	default:
+		f, err := os.Open(name)
+		if err != nil {
+			return low, high, false
+		}
+		defer f.Close()
+		lo, hi, _, ok := readFrameIndex(f)
+		return time.Unix(0, lo), time.Unix(0, hi), ok
+	case !strings.HasSuffix(name, ".gz"):
 		return low, high, false
 	}
 	f, err := os.Open(name)
@@ -67,26 +66,18 @@ func BackupSpan(name string) (low, high time.Time, ok bool) {
 	}
 	defer f.Close()
 	info, err := f.Stat()
-	if err != nil || info.Size() < int64(size) {
+	if err != nil || info.Size() < gzipSpanBytes {
 		return low, high, false
 	}
-	tail := make([]byte, size)
-	if _, err := f.ReadAt(tail, info.Size()-int64(size)); err != nil {
+	tail := make([]byte, gzipSpanBytes)
+	if _, err := f.ReadAt(tail, info.Size()-gzipSpanBytes); err != nil {
 		return low, high, false
 	}
 	le := binary.LittleEndian
-	var data []byte
-	if codec == Zstd {
-		if le.Uint32(tail) != 0x184D2A5A || le.Uint32(tail[4:]) != 24 || string(tail[8:12]) != "AGGT" {
-			return low, high, false
-		}
-		data = tail[12:]
-	} else {
-		if !bytes.Equal(tail[:4], []byte{0x1f, 0x8b, 8, 4}) || le.Uint16(tail[10:]) != 24 || tail[12] != 'A' || tail[13] != 'T' || le.Uint16(tail[14:]) != 20 {
-			return low, high, false
-		}
-		data = tail[16:36]
+	if !bytes.Equal(tail[:4], []byte{0x1f, 0x8b, 8, 4}) || le.Uint16(tail[10:]) != 24 || tail[12] != 'A' || tail[13] != 'T' || le.Uint16(tail[14:]) != 20 {
+		return low, high, false
 	}
+	data := tail[16:36]
 	if le.Uint32(data) != spanVersion {
 		return low, high, false
 	}
@@ -231,4 +222,202 @@ func parseStamp(b []byte) (int64, bool) {
 	}
 	t := time.Date(year, time.Month(month), day, hour, minute, sec, nsec, time.UTC)
 	return t.UnixNano() - int64(offset)*int64(time.Second), true
+}
+
+// frameBytes is how much of a backup one zstd frame holds: a window reads
+// only the frames whose lines' times it meets (see OpenWindow).
+const frameBytes = 4 << 20
+
+// frameSpan is one zstd frame of a backup: where it is in the compressed
+// file and the span of its lines' times.
+type frameSpan struct {
+	offset, end int64
+	low, high   int64
+	seen        bool
+}
+
+// counter counts what is written through it.
+type counter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *counter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// compressFramed compresses src through zw into dst, a zstd frame per
+// frameBytes of whole lines (one gzip member in all), and returns the
+// trailer to append: the span of the lines' times, and for zstd each
+// frame's.
+func compressFramed(zw io.WriteCloser, dst io.Writer, codec Codec, src io.Reader) ([]byte, error) {
+	var whole, frame spanScanner
+	var frames []frameSpan
+	cw := &counter{w: dst}
+	enc, framed := zw.(*zstd.Encoder)
+	if framed {
+		enc.Reset(cw)
+	} else if gz, ok := zw.(*gzip.Writer); ok {
+		gz.Reset(cw)
+	}
+	start, in := int64(0), 0
+	endFrame := func() error {
+		if err := zw.Close(); err != nil {
+			return err
+		}
+		frame.flush()
+		frames = append(frames, frameSpan{offset: start, end: cw.n, low: frame.low, high: frame.high, seen: frame.seen})
+		frame = spanScanner{}
+		start, in = cw.n, 0
+		enc.Reset(cw)
+		return nil
+	}
+	buf := make([]byte, 256<<10)
+	for {
+		n, rerr := src.Read(buf)
+		chunk := buf[:n]
+		for len(chunk) > 0 {
+			take := len(chunk)
+			cut := false
+			if framed && in+take >= frameBytes {
+				if i := bytes.IndexByte(chunk[max(0, frameBytes-in):], '\n'); i >= 0 {
+					take, cut = max(0, frameBytes-in)+i+1, true
+				}
+			}
+			if _, err := zw.Write(chunk[:take]); err != nil {
+				return nil, err
+			}
+			whole.Write(chunk[:take])
+			frame.Write(chunk[:take])
+			in += take
+			chunk = chunk[take:]
+			if cut {
+				if err := endFrame(); err != nil {
+					return nil, err
+				}
+			}
+		}
+		if errors.Is(rerr, io.EOF) {
+			break
+		}
+		if rerr != nil {
+			return nil, rerr
+		}
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	whole.flush()
+	if !whole.seen {
+		return nil, nil
+	}
+	if !framed {
+		return appendSpan(nil, whole.low, whole.high), nil
+	}
+	if in > 0 || len(frames) == 0 {
+		frame.flush()
+		frames = append(frames, frameSpan{offset: start, end: cw.n, low: frame.low, high: frame.high, seen: frame.seen})
+	}
+	return appendFrameIndex(whole.low, whole.high, frames), nil
+}
+
+// appendFrameIndex is the zstd trailer: a skippable frame that holds the
+// span of the whole backup and of each frame, and ends with its own
+// length and "AGGT", so that a reader finds it from the file's end.
+//
+//	5A 2A 4D 18 | size (LE32) | "AGGT" | version 2 | low | high | count (LE32) | count × (offset, end, low, high) (LE64) | frame length (LE32) | "AGGT"
+func appendFrameIndex(low, high int64, frames []frameSpan) []byte {
+	le := binary.LittleEndian
+	payload := []byte("AGGT")
+	payload = le.AppendUint32(payload, 2)
+	payload = le.AppendUint64(payload, uint64(low))
+	payload = le.AppendUint64(payload, uint64(high))
+	payload = le.AppendUint32(payload, uint32(len(frames)))
+	for _, f := range frames {
+		if !f.seen { // no line with a time: any window may want it
+			f.low, f.high = math.MinInt64, math.MaxInt64
+		}
+		payload = le.AppendUint64(payload, uint64(f.offset))
+		payload = le.AppendUint64(payload, uint64(f.end))
+		payload = le.AppendUint64(payload, uint64(f.low))
+		payload = le.AppendUint64(payload, uint64(f.high))
+	}
+	total := 8 + len(payload) + 8
+	payload = le.AppendUint32(payload, uint32(total))
+	payload = append(payload, "AGGT"...)
+	out := le.AppendUint32(nil, 0x184D2A5A)
+	out = le.AppendUint32(out, uint32(len(payload)))
+	return append(out, payload...)
+}
+
+// readFrameIndex reads a .zst backup's trailer.
+func readFrameIndex(f *os.File) (low, high int64, frames []frameSpan, ok bool) {
+	info, err := f.Stat()
+	if err != nil || info.Size() < 8 {
+		return 0, 0, nil, false
+	}
+	le := binary.LittleEndian
+	foot := make([]byte, 8)
+	if _, err := f.ReadAt(foot, info.Size()-8); err != nil || string(foot[4:]) != "AGGT" {
+		return 0, 0, nil, false
+	}
+	total := int64(le.Uint32(foot))
+	if total < 8+4+4+16+4+8 || total > info.Size() {
+		return 0, 0, nil, false
+	}
+	b := make([]byte, total)
+	if _, err := f.ReadAt(b, info.Size()-total); err != nil {
+		return 0, 0, nil, false
+	}
+	if le.Uint32(b) != 0x184D2A5A || int64(le.Uint32(b[4:])) != total-8 || string(b[8:12]) != "AGGT" || le.Uint32(b[12:]) != 2 {
+		return 0, 0, nil, false
+	}
+	low, high = int64(le.Uint64(b[16:])), int64(le.Uint64(b[24:]))
+	count := int(le.Uint32(b[32:]))
+	if 36+count*32+8 != int(total) {
+		return 0, 0, nil, false
+	}
+	for i := range count {
+		e := b[36+i*32:]
+		frames = append(frames, frameSpan{offset: int64(le.Uint64(e)), end: int64(le.Uint64(e[8:])),
+			low: int64(le.Uint64(e[16:])), high: int64(le.Uint64(e[24:])), seen: true})
+	}
+	return low, high, frames, true
+}
+
+// OpenWindow opens a file of a log for the lines of the window [since,
+// until) (a zero bound is open): of a zstd backup with a frame index,
+// only the frames whose lines' times meet the window are read; any other
+// file is read whole.
+func OpenWindow(name string, since, until time.Time) (io.ReadCloser, error) {
+	if !strings.HasSuffix(name, ".zst") || (since.IsZero() && until.IsZero()) {
+		return Open(name)
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	_, _, frames, ok := readFrameIndex(f)
+	if !ok {
+		f.Close()
+		return Open(name)
+	}
+	var parts []io.Reader
+	for _, fr := range frames {
+		if (!since.IsZero() && fr.high < since.UnixNano()) || (!until.IsZero() && fr.low >= until.UnixNano()) {
+			continue
+		}
+		parts = append(parts, io.NewSectionReader(f, fr.offset, fr.end-fr.offset))
+	}
+	zr, err := decompress(name, io.MultiReader(parts...))
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{zr, closers{zr, f}}, nil
 }

@@ -2,11 +2,13 @@ package sink
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -63,4 +65,67 @@ func TestBackupSpan(t *testing.T) {
 	if _, _, ok := BackupSpan("/nonexistent.zst"); ok {
 		t.Error("a span for a file that is not there")
 	}
+}
+
+// TestOpenWindowReadsOnlyItsFrames: a zstd backup of 12 MB is written in
+// frames of 4 MB; a window reads only the frames whose lines' times it
+// meets, and finds every line inside it, also those of a frame where the
+// clock stepped back into the window.
+func TestOpenWindowReadsOnlyItsFrames(t *testing.T) {
+	dir := t.TempDir()
+	live := filepath.Join(dir, "subscriber.log")
+	backup := filepath.Join(dir, "subscriber-2026-12-03T12-00-00.000.log")
+	base := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	var data []byte
+	pad := strings.Repeat("p", 100)
+	const n = 100_000 // about 13 MB: 4 frames
+	for i := range n {
+		t := base.Add(time.Duration(i) * 50 * time.Millisecond)
+		if i == n-10 {
+			t = base.Add(time.Minute) // the clock stepped back, near the end
+		}
+		data = fmt.Appendf(data, "%s line %d %s\n", t.Format("2006-01-02T15:04:05.000000Z07:00"), i, pad)
+	}
+	if err := os.WriteFile(backup, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := newCompressor(live, Zstd, 0, 0, nil, NewMetrics(prometheus.NewRegistry(), prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dropped_total"}, []string{"reason"})), slog.New(slog.DiscardHandler))
+	if err := c.compress(context.Background(), backup); err != nil {
+		t.Fatal(err)
+	}
+	name := backup + ".zst"
+	f, _ := os.Open(name)
+	_, _, frames, ok := readFrameIndex(f)
+	f.Close()
+	if !ok || len(frames) < 3 {
+		t.Fatalf("frame index: %v, %d frames", ok, len(frames))
+	}
+	// The first minute: lines 0-1199 of the first frame, and line n-10
+	// of the last.
+	since, until := base, base.Add(time.Minute+time.Microsecond)
+	rc, err := OpenWindow(name, since, until)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) >= len(data)/2 {
+		t.Errorf("read %d bytes of %d for a window in the first and last frames", len(got), len(data))
+	}
+	for _, want := range []string{" line 0 ", " line 1199 ", fmt.Sprintf(" line %d ", n-10)} {
+		if !strings.Contains(string(got), want) {
+			t.Errorf("the window's line%q is missing", want)
+		}
+	}
+	if rc, err := Open(name); err == nil { // the whole file still reads whole
+		all, _ := io.ReadAll(rc)
+		rc.Close()
+		if string(all) != string(data) {
+			t.Errorf("read whole: %d bytes, want %d", len(all), len(data))
+		}
+	}
+	t.Logf("%d frames; the window read %d of %d bytes", len(frames), len(got), len(data))
 }
