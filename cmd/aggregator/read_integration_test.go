@@ -193,6 +193,25 @@ func TestReadBack(t *testing.T) {
 		t.Errorf("two logs merged: exit %d, %d records (want %d), in time order %v", code, len(got), 2*len(msgs), slices.IsSorted(stamps))
 	}
 
+	// A user who may only read the log directory, as group adm on
+	// Debian: nothing is written, everything is read.
+	if setpriv, err := exec.LookPath("setpriv"); err == nil && os.Getuid() == 0 {
+		dir := filepath.Dir(logs["text"])
+		files, _ := sink.Files(logs["text"])
+		for _, f := range append(files, dir) {
+			os.Chown(f, 0, 4)
+		}
+		os.Chmod(dir, 0o750)
+		os.Chmod(filepath.Dir(dir), 0o755) // the test's own directory, to get there
+		cmd := exec.Command(setpriv, "--reuid=65534", "--regid=4", "--clear-groups", aggBin, "read", "--output", "raw", logs["text"])
+		var errb bytes.Buffer
+		cmd.Stderr = &errb
+		out, err := cmd.Output()
+		if _, got := parseRaw(t, string(out)); err != nil || len(got) != len(msgs) {
+			t.Errorf("read as a user of group adm only: %v, %d records of %d: %s", err, len(got), len(msgs), errb.String())
+		}
+	}
+
 	// A cut backup of each codec: an error naming it, the rest read.
 	for format, logFile := range logs {
 		files, _ := sink.Files(logFile)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	zmq "github.com/pebbe/zmq4"
@@ -153,8 +154,14 @@ func (p *Publisher) Close() error { return p.sock.Close() }
 // server then fails to bind.
 func FreeAddr() (string, error) {
 	low := ephemeralLow()
+	handedMu.Lock()
+	defer handedMu.Unlock()
 	for range 100 {
 		port := freeLow + rand.IntN(low-freeLow)
+		if handed[port] { // free again once its server stopped, but a test may start it again
+			continue
+		}
+		handed[port] = true
 		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err != nil {
 			continue
@@ -164,6 +171,13 @@ func FreeAddr() (string, error) {
 	}
 	return "", fmt.Errorf("no free port in %d-%d", freeLow, low-1)
 }
+
+// handed are the ports FreeAddr gave in this process: never twice, so
+// that two servers of one test never get the same one.
+var (
+	handedMu sync.Mutex
+	handed   = map[int]bool{}
+)
 
 // freeLow is the lowest port FreeAddr picks: above the registered ports
 // that services on a test machine commonly use.
