@@ -90,7 +90,16 @@ type spanScanner struct {
 	low, high int64
 	seen      bool
 	carry     []byte // the start of a line the last write cut
+	// The lowest and highest stamp of the daemon's UTC form (they
+	// compare as bytes), parsed only at the end: most lines cost a
+	// comparison, not a parse.
+	lowStamp, highStamp [utcStampLen]byte
+	stamps              bool
 }
+
+// utcStampLen is the length of a text line's stamp in UTC:
+// 2006-01-02T15:04:05.000000Z.
+const utcStampLen = 27
 
 func (s *spanScanner) Write(p []byte) (int, error) {
 	n := len(p)
@@ -117,19 +126,58 @@ func (s *spanScanner) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// flush takes the last line, when the file does not end with a newline.
+// flush takes the last line, when the file does not end with a newline,
+// and the stamps compared as bytes into the span.
 func (s *spanScanner) flush() {
 	if len(s.carry) > 0 {
 		s.line(s.carry)
 		s.carry = s.carry[:0]
 	}
+	if s.stamps {
+		s.stamps = false
+		for _, st := range [][]byte{s.lowStamp[:], s.highStamp[:]} {
+			if t, ok := parseStamp(st); ok {
+				s.add(t)
+			}
+		}
+	}
 }
 
 func (s *spanScanner) line(line []byte) {
-	t, ok := LineTime(line)
-	if !ok {
+	if len(line) > utcStampLen && line[utcStampLen] == ' ' && utcStampShape(line[:utcStampLen]) {
+		st := line[:utcStampLen]
+		if !s.stamps {
+			copy(s.lowStamp[:], st)
+			copy(s.highStamp[:], st)
+			s.stamps = true
+		} else if bytes.Compare(st, s.lowStamp[:]) < 0 {
+			copy(s.lowStamp[:], st)
+		} else if bytes.Compare(st, s.highStamp[:]) > 0 {
+			copy(s.highStamp[:], st)
+		}
 		return
 	}
+	t, ok := LineTime(line)
+	if ok {
+		s.add(t)
+	}
+}
+
+// utcStampShape reports whether st has the shape of a UTC stamp of the
+// daemon's, 2006-01-02T15:04:05.000000Z, so that it orders as bytes.
+func utcStampShape(st []byte) bool {
+	if len(st) != utcStampLen || st[4] != '-' || st[7] != '-' || st[10] != 'T' || st[13] != ':' || st[16] != ':' || st[19] != '.' || st[26] != 'Z' {
+		return false
+	}
+	for _, i := range [...]int{0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 22, 23, 24, 25} {
+		if st[i]-'0' > 9 {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *spanScanner) add(t int64) {
 	if !s.seen || t < s.low {
 		s.low = t
 	}
@@ -253,7 +301,7 @@ func (c *counter) Write(p []byte) (int, error) {
 // trailer to append: the span of the lines' times, and for zstd each
 // frame's.
 func compressFramed(zw io.WriteCloser, dst io.Writer, codec Codec, src io.Reader) ([]byte, error) {
-	var whole, frame spanScanner
+	var frame spanScanner
 	var frames []frameSpan
 	cw := &counter{w: dst}
 	enc, framed := zw.(*zstd.Encoder)
@@ -263,16 +311,11 @@ func compressFramed(zw io.WriteCloser, dst io.Writer, codec Codec, src io.Reader
 		gz.Reset(cw)
 	}
 	start, in := int64(0), 0
-	endFrame := func() error {
-		if err := zw.Close(); err != nil {
-			return err
-		}
+	endFrame := func() {
 		frame.flush()
 		frames = append(frames, frameSpan{offset: start, end: cw.n, low: frame.low, high: frame.high, seen: frame.seen})
 		frame = spanScanner{}
 		start, in = cw.n, 0
-		enc.Reset(cw)
-		return nil
 	}
 	buf := make([]byte, 256<<10)
 	for {
@@ -289,14 +332,15 @@ func compressFramed(zw io.WriteCloser, dst io.Writer, codec Codec, src io.Reader
 			if _, err := zw.Write(chunk[:take]); err != nil {
 				return nil, err
 			}
-			whole.Write(chunk[:take])
 			frame.Write(chunk[:take])
 			in += take
 			chunk = chunk[take:]
 			if cut {
-				if err := endFrame(); err != nil {
+				if err := zw.Close(); err != nil {
 					return nil, err
 				}
+				endFrame()
+				enc.Reset(cw)
 			}
 		}
 		if errors.Is(rerr, io.EOF) {
@@ -309,16 +353,22 @@ func compressFramed(zw io.WriteCloser, dst io.Writer, codec Codec, src io.Reader
 	if err := zw.Close(); err != nil {
 		return nil, err
 	}
-	whole.flush()
+	if in > 0 || len(frames) == 0 {
+		endFrame()
+	}
+	// The whole file's span is its frames'.
+	var whole spanScanner
+	for _, f := range frames {
+		if f.seen {
+			whole.add(f.low)
+			whole.add(f.high)
+		}
+	}
 	if !whole.seen {
 		return nil, nil
 	}
 	if !framed {
 		return appendSpan(nil, whole.low, whole.high), nil
-	}
-	if in > 0 || len(frames) == 0 {
-		frame.flush()
-		frames = append(frames, frameSpan{offset: start, end: cw.n, low: frame.low, high: frame.high, seen: frame.seen})
 	}
 	return appendFrameIndex(whole.low, whole.high, frames), nil
 }
