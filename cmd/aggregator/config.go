@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"aggregator/internal/cli"
+	"github.com/prometheus/exporter-toolkit/web"
+
 	"aggregator/internal/curve"
 	"aggregator/internal/envconf"
 	"aggregator/internal/forward"
@@ -60,6 +62,7 @@ type Config struct {
 	NATS forward.Config `envconfig:"NATS"`
 
 	HTTPAddr  string `envconfig:"HTTP_ADDR" default:"127.0.0.1:9780" desc:"host:port of the HTTP server for /metrics, /-/healthy and /-/ready"`
+	WebConfig string `envconfig:"WEB_CONFIG_FILE" desc:"the HTTP server's TLS and authentication: a web configuration file of Prometheus' exporter-toolkit (tls_server_config, client certificates, bcrypt basic_auth_users), as node_exporter's --web.config.file; empty: plain HTTP"`
 	LogLevel  string `envconfig:"LOG_LEVEL" default:"info" desc:"daemon log level on stderr: debug, info, warn or error"`
 	LogFormat string `envconfig:"LOG_FORMAT" default:"text" desc:"daemon log format on stderr: text or json"`
 }
@@ -268,6 +271,9 @@ func (c *Config) checkEnvironment() error {
 			c.MaxOpenFiles, need, limit)
 	}
 	c.NATS.CheckFiles(problems)
+	if c.WebConfig != "" {
+		problems.AddErr("WEB_CONFIG_FILE", web.Validate(c.WebConfig))
+	}
 	_, err := c.KeyFiles.Load(envPrefix)
 	return errors.Join(problems.Err(), err)
 }

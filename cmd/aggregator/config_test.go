@@ -66,7 +66,7 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 	for _, v := range knownVariables() {
 		switch v {
 		case "AGG_TOPICS", "AGG_COMPRESS", "AGG_STRIP_NEWLINE", "AGG_CURVE_SERVER_PUBLIC_KEY_FILE", "AGG_CURVE_ALLOWED_KEYS_FILE",
-			"AGG_NATS_NKEY", "AGG_NATS_USER", "AGG_NATS_TOKEN", "AGG_NATS_CA", "AGG_NATS_KEY": // files and combinations, reported under another name
+			"AGG_NATS_NKEY", "AGG_NATS_USER", "AGG_NATS_TOKEN", "AGG_NATS_CA", "AGG_NATS_KEY", "AGG_WEB_CONFIG_FILE": // files and combinations, reported under another name
 			continue // any prefixes and any parsed boolean are valid; key files are read by checkEnvironment
 		}
 		if !containsLine(err.Error(), v+":") {

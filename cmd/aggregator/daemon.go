@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/exporter-toolkit/web"
 	"golang.org/x/sync/errgroup"
 
 	"aggregator/internal/consume"
@@ -210,6 +211,16 @@ func newDaemon(cfg Config, log *slog.Logger, getenv func(string) string) (d *dae
 	return d, nil
 }
 
+// serveHTTP serves on l: plain HTTP, or TLS and authentication as the
+// exporter-toolkit web configuration file says (read again for each
+// connection, so a renewed certificate needs no restart).
+func serveHTTP(server *http.Server, l net.Listener, webConfig string, log *slog.Logger) error {
+	if webConfig == "" {
+		return server.Serve(l)
+	}
+	return web.Serve(l, server, &web.FlagConfig{WebConfigFile: &webConfig}, log.With("component", "http"))
+}
+
 // HTTPAddr is the bound address of the HTTP server ("" without one).
 func (d *daemon) HTTPAddr() string {
 	if d.listener == nil {
@@ -349,7 +360,7 @@ func (d *daemon) Run(ctx context.Context, hup <-chan struct{}) error {
 	// totals.
 	if d.server != nil {
 		part("http server", func() error {
-			if err := d.server.Serve(d.listener); !errors.Is(err, http.ErrServerClosed) {
+			if err := serveHTTP(d.server, d.listener, d.cfg.WebConfig, d.log); !errors.Is(err, http.ErrServerClosed) {
 				return err
 			}
 			return nil

@@ -7,6 +7,8 @@ import (
 	"net"
 	"time"
 
+	"github.com/prometheus/exporter-toolkit/web"
+
 	"aggregator/internal/cli"
 	"aggregator/internal/curve"
 	"aggregator/internal/envconf"
@@ -18,6 +20,7 @@ const envPrefix = "DOWNCASE"
 // Config is read from DOWNCASE_* variables; `downcase -help` prints them.
 type Config struct {
 	HTTPAddr   string   `envconfig:"HTTP_ADDR" default:":5000" desc:"host:port the HTTP API listens on (also serves /metrics, /-/healthy, /-/ready)"`
+	WebConfig  string   `envconfig:"WEB_CONFIG_FILE" desc:"the HTTP server's TLS and authentication: a web configuration file of Prometheus' exporter-toolkit (tls_server_config, bcrypt basic_auth_users); empty: plain HTTP"`
 	PubBind    []string `envconfig:"PUB_BIND" default:"tcp://*:4444" desc:"comma-separated endpoints the PUB socket binds (subscribers such as aggregator connect here); empty for none"`
 	PubConnect []string `envconfig:"PUB_CONNECT" desc:"comma-separated endpoints the PUB socket connects to (an aggregator's AGG_BIND)"`
 	Topic      string   `envconfig:"TOPIC" desc:"if set, each message is sent as two frames: this topic, then the text"`
@@ -40,7 +43,13 @@ func loadConfig() (Config, error) {
 	cfg.PubBind = envconf.TrimList(cfg.PubBind)
 	cfg.PubConnect = envconf.TrimList(cfg.PubConnect)
 	_, keyErr := cfg.KeyFiles.Load(envPrefix)
-	return cfg, errors.Join(err, cfg.Validate(), keyErr)
+	var webErr error
+	if cfg.WebConfig != "" {
+		if err := web.Validate(cfg.WebConfig); err != nil {
+			webErr = fmt.Errorf("%s_WEB_CONFIG_FILE: %w", envPrefix, err)
+		}
+	}
+	return cfg, errors.Join(err, cfg.Validate(), keyErr, webErr)
 }
 
 // Validate names the variable in each problem.

@@ -2,7 +2,9 @@ package main
 
 import (
 	"maps"
+	"os"
 	"slices"
+	"strings"
 	"testing"
 
 	"aggregator/internal/envconf"
@@ -27,5 +29,18 @@ func TestShippedConfigMatchesBinary(t *testing.T) {
 	}
 	if _, err := loadConfig(); err != nil {
 		t.Fatalf("shipped configuration does not load: %v", err)
+	}
+}
+
+// TestWebConfigChecked: a web configuration that does not hold is a
+// configuration error naming DOWNCASE_WEB_CONFIG_FILE.
+func TestWebConfigChecked(t *testing.T) {
+	bad := t.TempDir() + "/web.yml"
+	if err := os.WriteFile(bad, []byte("tls_server_config:\n  cert_file: /nonexistent.pem\n  key_file: /nonexistent.key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("DOWNCASE_WEB_CONFIG_FILE", bad)
+	if _, err := loadConfig(); err == nil || !strings.Contains(err.Error(), "DOWNCASE_WEB_CONFIG_FILE") {
+		t.Fatalf("loadConfig: %v", err)
 	}
 }

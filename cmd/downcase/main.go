@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/exporter-toolkit/web"
 
 	"aggregator/internal/cli"
 	"aggregator/internal/curve"
@@ -87,11 +88,13 @@ type service struct {
 	auth     *curve.Authenticator // nil unless DOWNCASE_CURVE_ALLOWED_KEYS_FILE
 	listener net.Listener
 	server   *http.Server
-	stopping chan struct{}
+	// webConfig is the exporter-toolkit web configuration file; "": plain HTTP.
+	webConfig string
+	stopping  chan struct{}
 }
 
 func newService(cfg Config, log *slog.Logger) (_ *service, err error) {
-	s := &service{log: log, stopping: make(chan struct{})}
+	s := &service{log: log, stopping: make(chan struct{}), webConfig: cfg.WebConfig}
 	defer func() {
 		if err != nil {
 			s.closeAll()
@@ -169,7 +172,13 @@ func (s *service) Run(ctx context.Context, notify *sdnotify.Notifier) error {
 		close(authDone)
 	}
 	served := make(chan error, 1)
-	go func() { served <- s.server.Serve(s.listener) }()
+	go func() {
+		if s.webConfig == "" {
+			served <- s.server.Serve(s.listener)
+			return
+		}
+		served <- web.Serve(s.listener, s.server, &web.FlagConfig{WebConfigFile: &s.webConfig}, s.log.With("component", "http"))
+	}()
 	notify.Send(sdnotify.Ready)
 	s.log.Info("started", "http", s.Addr())
 
