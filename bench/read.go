@@ -42,16 +42,7 @@ func runRead(bins binaries, n, size, fileMB int, out io.Writer) error {
 	if err := pubs.sendAll(n, size); err != nil {
 		return err
 	}
-	if err := waitFor(5*time.Minute, 5*time.Millisecond, func() bool {
-		return d.metric("aggregator_lines_written_total") >= float64(n) &&
-			d.metric("aggregator_backups_compressed_total") >= d.metric(`aggregator_rotations_total{reason="size"}`)
-	}); err != nil {
-		return fmt.Errorf("not done: %v lines, %v compressed", d.metric("aggregator_lines_written_total"), d.metric("aggregator_backups_compressed_total"))
-	}
-	if err := d.stop(); err != nil {
-		return err
-	}
-	files, err := sink.Files(d.log)
+	files, err := d.stopWithBackups(n, "size")
 	if err != nil {
 		return err
 	}
@@ -93,6 +84,18 @@ func runRead(bins binaries, n, size, fileMB int, out io.Writer) error {
 	return nil
 }
 
+// stopWithBackups waits until the daemon has written n lines and
+// compressed its backups, stops it, and lists the log's files.
+func (d *daemon) stopWithBackups(n int, reason string) ([]string, error) {
+	if err := d.waitWrittenAndCompressed(n, reason, 5*time.Minute); err != nil {
+		return nil, err
+	}
+	if err := d.stop(); err != nil {
+		return nil, err
+	}
+	return sink.Files(d.log)
+}
+
 func medianDuration(ds []time.Duration) time.Duration {
 	sorted := append([]time.Duration(nil), ds...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
@@ -129,16 +132,7 @@ func runWindow(bins binaries, rate, seconds, size int, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := waitFor(time.Minute, 5*time.Millisecond, func() bool {
-		return d.metric("aggregator_lines_written_total") >= float64(n) &&
-			d.metric("aggregator_backups_compressed_total") >= d.metric(`aggregator_rotations_total{reason="time"}`)
-	}); err != nil {
-		return fmt.Errorf("not done: %v lines, %v compressed", d.metric("aggregator_lines_written_total"), d.metric("aggregator_backups_compressed_total"))
-	}
-	if err := d.stop(); err != nil {
-		return err
-	}
-	files, err := sink.Files(d.log)
+	files, err := d.stopWithBackups(n, "time")
 	if err != nil {
 		return err
 	}

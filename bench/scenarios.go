@@ -237,11 +237,8 @@ func runDaemonRotating(bins binaries, p, n, size, rotateMB int, codec string, en
 	if err := pubs.sendAll(n, size); err != nil {
 		return sample{}, 0, err
 	}
-	if err := waitFor(5*time.Minute, 5*time.Millisecond, func() bool {
-		return d.metric("aggregator_lines_written_total") >= float64(n) &&
-			d.metric("aggregator_backups_compressed_total") >= d.metric(`aggregator_rotations_total{reason="size"}`)
-	}); err != nil {
-		return sample{}, 0, fmt.Errorf("not done: %v lines, %v compressed", d.metric("aggregator_lines_written_total"), d.metric("aggregator_backups_compressed_total"))
+	if err := d.waitWrittenAndCompressed(n, "size", 5*time.Minute); err != nil {
+		return sample{}, 0, err
 	}
 	s := sample{elapsed: time.Since(start)}
 	cpu1, _ := cpuSeconds(pid)
@@ -254,6 +251,19 @@ func runDaemonRotating(bins binaries, p, n, size, rotateMB int, codec string, en
 	}
 	s.t, err = verifyLog(d.log, p, n)
 	return s, rotations, err
+}
+
+// waitWrittenAndCompressed waits until the daemon has written n lines and
+// compressed every backup its rotations (for reason) made.
+func (d *daemon) waitWrittenAndCompressed(n int, reason string, limit time.Duration) error {
+	rotations := fmt.Sprintf(`aggregator_rotations_total{reason=%q}`, reason)
+	if err := waitFor(limit, 5*time.Millisecond, func() bool {
+		return d.metric("aggregator_lines_written_total") >= float64(n) &&
+			d.metric("aggregator_backups_compressed_total") >= d.metric(rotations)
+	}); err != nil {
+		return fmt.Errorf("not done: %v lines, %v compressed", d.metric("aggregator_lines_written_total"), d.metric("aggregator_backups_compressed_total"))
+	}
+	return nil
 }
 
 // latencies sends at a fixed rate and measures, for each message, the time

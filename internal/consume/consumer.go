@@ -700,8 +700,8 @@ func (c *Consumer) round(ctx context.Context, cons jetstream.Consumer, q *ingest
 			break
 		}
 		data, edge := m.Data(), m.Headers().Get("Aggregator-Edge")
-		source := m.Headers().Get("Aggregator-Source")
-		source = strings.TrimSuffix(source, filepath.Ext(source))
+		file := m.Headers().Get("Aggregator-Source")
+		source := strings.TrimSuffix(file, filepath.Ext(file))
 		// A batch that would grow past the limit is closed before this
 		// chunk is taken into the state: the state it leaves must not
 		// claim the chunk. The bound is what annotate can add a line.
@@ -712,7 +712,7 @@ func (c *Consumer) round(ctx context.Context, cons jetstream.Consumer, q *ingest
 		}
 		next.Seq = seq
 		if edgeID, segment, start, ok := chunkID(m.Headers().Get(jetstream.MsgIDHeader)); ok {
-			if data = next.fresh(heldKey(edgeID, m.Headers().Get("Aggregator-Source")), segment, start, data); len(data) == 0 {
+			if data = next.fresh(heldKey(edgeID, file), segment, start, data); len(data) == 0 {
 				c.m.Skipped.Inc() // sent again by its edge
 				continue
 			}

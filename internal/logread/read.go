@@ -110,21 +110,24 @@ func Read(ctx context.Context, args []string, opt Options, out io.Writer, errs i
 		p.grepText = sink.AppendEscaped(nil, opt.Grep)
 	}
 	var ring [][]byte // the last N, with -n
+	var ringBuf bytes.Buffer
+	ringW := bufio.NewWriter(&ringBuf)
 	emit := func(c *cursor) {
 		if !p.match(&c.rec) {
 			return
 		}
 		if opt.Last > 0 {
-			var buf bytes.Buffer
-			bw := bufio.NewWriter(&buf)
-			p.w = bw
-			p.print(&c.rec)
-			bw.Flush()
-			p.w = w
+			// Printed into the oldest slot's memory once the ring is full.
+			var slot []byte
 			if len(ring) == opt.Last {
-				ring = ring[1:]
+				slot, ring = ring[0][:0], ring[1:]
 			}
-			ring = append(ring, buf.Bytes())
+			ringBuf.Reset()
+			p.w = ringW
+			p.print(&c.rec)
+			ringW.Flush()
+			p.w = w
+			ring = append(ring, append(slot, ringBuf.Bytes()...))
 			return
 		}
 		p.print(&c.rec)
@@ -266,7 +269,7 @@ func (p *printer) inWindow(r *record) bool {
 	return (p.opt.Since.IsZero() || !t.Before(p.opt.Since)) && (p.opt.Until.IsZero() || t.Before(p.opt.Until))
 }
 
-// filtered reports whether any filter but none is set.
+// filtered reports whether any filter is set.
 func (p *printer) filtered() bool {
 	o := p.opt
 	return !o.Since.IsZero() || !o.Until.IsZero() || o.Topic != nil || o.Endpoint != "" || o.Edge != "" || o.Grep != nil

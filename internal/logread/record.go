@@ -133,11 +133,8 @@ func field(text, b64 string) ([]byte, error) {
 // a text line); empty for a single frame.
 func (r *record) topic() []byte {
 	if r.json {
-		if r.fields.TopicBase64 != "" {
-			b, _ := base64.StdEncoding.DecodeString(r.fields.TopicBase64)
-			return b
-		}
-		return []byte(r.fields.Topic)
+		b, _ := field(r.fields.Topic, r.fields.TopicBase64)
+		return b
 	}
 	if i := bytes.IndexByte(r.body, '\t'); i >= 0 {
 		return r.body[:i]
@@ -148,11 +145,8 @@ func (r *record) topic() []byte {
 // message is the part after the topic, as stored.
 func (r *record) message() []byte {
 	if r.json {
-		if r.fields.MessageBase64 != "" {
-			b, _ := base64.StdEncoding.DecodeString(r.fields.MessageBase64)
-			return b
-		}
-		return []byte(r.fields.Message)
+		b, _ := field(r.fields.Message, r.fields.MessageBase64)
+		return b
 	}
 	if i := bytes.IndexByte(r.body, '\t'); i >= 0 {
 		return r.body[i+1:]

@@ -64,7 +64,13 @@ func Open(name string) (io.ReadCloser, error) {
 	if !strings.HasSuffix(name, ".gz") && !strings.HasSuffix(name, ".zst") {
 		return f, nil
 	}
-	zr, err := decompress(name, f)
+	return decompressing(name, f, f)
+}
+
+// decompressing reads r (all or part of the file f) through the
+// decompressor name's suffix tells; closing it closes f too.
+func decompressing(name string, r io.Reader, f *os.File) (io.ReadCloser, error) {
+	zr, err := decompress(name, r)
 	if err != nil {
 		f.Close()
 		return nil, err

@@ -461,13 +461,5 @@ func OpenWindow(name string, since, until time.Time) (io.ReadCloser, error) {
 		}
 		parts = append(parts, io.NewSectionReader(f, fr.offset, fr.end-fr.offset))
 	}
-	zr, err := decompress(name, io.MultiReader(parts...))
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	return struct {
-		io.Reader
-		io.Closer
-	}{zr, closers{zr, f}}, nil
+	return decompressing(name, io.MultiReader(parts...), f)
 }
