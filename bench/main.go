@@ -138,8 +138,8 @@ func run(c config, out io.Writer) error {
 		return err
 	}
 	host, _ := os.Hostname()
-	// The daemon's -version names the libzmq it linked, which decides its
-	// memory per publisher (scripts/with-libzmq).
+	// The daemon's -version names the libzmq it runs with, which decides
+	// much of its memory per publisher.
 	version, _ := exec.Command(bins.aggregator, "-version").Output()
 	fmt.Fprintf(out, "aggregator benchmark  %s  %s  %d CPUs  %s  %d-byte messages\n%s\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), host, runtime.NumCPU(), cpuModel(), c.size, bytes.TrimSpace(version))

@@ -18,22 +18,21 @@ import (
 
 // machine is a Debian 12 system booted with systemd as PID 1 in fresh PID,
 // mount, UTS, IPC and network namespaces, on an overlay of the cached root
-// (scripts/test-rootfs) and what `make install DESTDIR=` put in the upper
-// layer. Its network namespace has only loopback, so the default ports
-// cannot clash with anything on the host.
+// (scripts/test-rootfs). Its network namespace has only loopback, so the
+// default ports cannot clash with anything on the host.
 type machine struct {
 	t    *testing.T
 	pid1 int // host PID of the machine's systemd
 }
 
-// boot installs the project into a new overlay and boots it, returning once
-// systemd says the system is up.
+// boot boots a new machine, returning once systemd says the system is up.
+// Nothing of the project is installed: tests install the package.
 func boot(t *testing.T) *machine {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("booting systemd needs root (namespaces, mounts)")
 	}
-	for _, tool := range []string{"unshare", "nsenter", "ip", "debootstrap", "make"} {
+	for _, tool := range []string{"unshare", "nsenter", "ip", "debootstrap"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%s is missing: run scripts/install-deps --test", tool)
 		}
@@ -50,9 +49,6 @@ func boot(t *testing.T) *machine {
 		if err := os.Mkdir(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
-	}
-	if out, err := exec.Command("make", "-C", "..", "install", "DESTDIR="+upper).CombinedOutput(); err != nil {
-		t.Fatalf("make install: %v\n%s", err, out)
 	}
 	// The one setting this sandbox cannot give: a user namespace inside
 	// these namespaces fails every service with 217/USER, /bin/true
@@ -156,27 +152,43 @@ const (
 	logFile  = "/var/log/aggregator/subscriber.log"
 )
 
-// TestUnderSystemd does what the README's Operations section tells users
-// to do, on a machine where systemd is PID 1 and the units are installed
-// by `make install`.
+// TestUnderSystemd does what the README tells users to do on a server, on
+// a machine where systemd is PID 1: install the package, use the daemon,
+// upgrade it with a locally edited configuration, and purge it.
 func TestUnderSystemd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots systemd")
 	}
+	deb := buildDeb(t)
 	m := boot(t)
 
-	// Start: Type=notify, so systemctl returns once the daemon said
-	// READY=1, and by then it answers ready on the first try.
-	m.must("systemctl", "start", "aggregator")
+	// Install: the package creates the user, enables and starts the
+	// service. Type=notify, so dpkg returns once the daemon said READY=1,
+	// and by then it answers ready on the first try.
+	m.install(deb)
 	if state := m.show("aggregator", "ActiveState"); state != "active" {
-		t.Fatalf("aggregator is %s after start", state)
+		t.Fatalf("aggregator is %s after dpkg -i", state)
 	}
 	if code, body := m.get(aggReady); code != 200 {
-		t.Fatalf("/-/ready right after start: %d %s", code, body)
+		t.Fatalf("/-/ready right after dpkg -i: %d %s", code, body)
 	}
-	m.must("systemctl", "enable", "aggregator")
 	if state := m.must("systemctl", "is-enabled", "aggregator"); state != "enabled" {
 		t.Errorf("is-enabled: %s", state)
+	}
+	// Debian 12's systemd names /lib first, which is /usr/lib merged.
+	if path := m.show("aggregator", "FragmentPath"); strings.TrimPrefix(path, "/usr") != "/lib/systemd/system/aggregator.service" {
+		t.Errorf("the unit is %s", path)
+	}
+	if user := m.must("getent", "passwd", "aggregator"); !strings.HasSuffix(user, ":/nonexistent:/usr/sbin/nologin") {
+		t.Errorf("the package's user: %s", user)
+	}
+	for _, f := range []string{"/usr/share/aggregator/alerts.yml", "/usr/share/doc/aggregator/examples/aggregator.logrotate", "/usr/share/doc/aggregator/README.md"} {
+		m.must("test", "-f", f)
+	}
+	// The demo publisher is installed, not started: it listens on ports
+	// an administrator has not asked for.
+	if state := m.show("downcase", "ActiveState"); state != "inactive" {
+		t.Errorf("downcase is %s after dpkg -i, want inactive", state)
 	}
 	m.must("systemctl", "start", "downcase")
 	if code, body := m.get("http://127.0.0.1:5000/-/ready"); code != 200 {
@@ -268,5 +280,57 @@ func TestUnderSystemd(t *testing.T) {
 	}
 	if code, body := m.get(aggReady); code != 200 {
 		t.Errorf("/-/ready after the watchdog restart: %d %s", code, body)
+	}
+	m.must("rm", "/run/systemd/system/aggregator.service.d/watchdog.conf")
+	m.must("systemctl", "daemon-reload")
+
+	// Upgrade: a newer build whose aggregator.env changed, over a local
+	// edit of it. The edit is kept (the new file beside it as
+	// .dpkg-dist), and the daemon is restarted and runs with it.
+	const edited = "/var/log/aggregator/edited.log"
+	m.must("sh", "-c", "echo AGG_LOG_FILE="+edited+" >> /etc/aggregator/aggregator.env")
+	before := m.show("aggregator", "MainPID")
+	m.install(newerBuild(t, deb))
+	if v := m.must("dpkg-query", "-W", "-f", "${Version}", "aggregator"); v != debVersion+"+1" {
+		t.Fatalf("installed version %s after the upgrade", v)
+	}
+	if conf := m.must("cat", "/etc/aggregator/aggregator.env"); !strings.Contains(conf, "AGG_LOG_FILE="+edited) {
+		t.Errorf("the upgrade lost the local edit:\n%s", conf)
+	}
+	if dist := m.must("cat", "/etc/aggregator/aggregator.env.dpkg-dist"); !strings.Contains(dist, "# A line the newer build adds.") {
+		t.Errorf("the newer aggregator.env is not beside it:\n%s", dist)
+	}
+	if after := m.show("aggregator", "MainPID"); after == before || after == "0" {
+		t.Errorf("MainPID %s before the upgrade, %s after: not restarted", before, after)
+	}
+	if m.show("downcase", "ActiveState") != "active" {
+		t.Errorf("downcase, started by hand, is not running after the upgrade")
+	}
+	eventually.Within(t, 10*time.Second, "aggregator reconnects to downcase", func() bool {
+		_, metrics := m.get("http://127.0.0.1:9780/metrics")
+		return strings.Contains(metrics, `aggregator_connection_events_total{endpoint="tcp://127.0.0.1:4444",event="connected"} 1`)
+	})
+	third := demo("UpGrAdEd")
+	eventually.Within(t, 5*time.Second, "the line reaches "+edited, func() bool {
+		text, _ := m.run("cat", edited)
+		return strings.HasSuffix(text, " "+third)
+	})
+
+	// Purge: both services stopped, the units, configuration, logs and
+	// state gone; the user stays, as Debian keeps system users.
+	m.must("dpkg", "--purge", "aggregator")
+	for _, unit := range []string{"aggregator", "downcase"} {
+		if state := m.show(unit, "ActiveState"); state != "inactive" {
+			t.Errorf("%s is %s after the purge", unit, state)
+		}
+		if load := m.show(unit, "LoadState"); load != "not-found" {
+			t.Errorf("%s.service is %s after the purge, want not-found", unit, load)
+		}
+	}
+	for _, gone := range []string{"/usr/bin/aggregator", "/usr/lib/systemd/system/aggregator.service", "/etc/aggregator", "/var/log/aggregator",
+		"/etc/systemd/system/multi-user.target.wants/aggregator.service"} {
+		if out, err := m.run("ls", "-d", gone); err == nil {
+			t.Errorf("%s is still there after the purge: %s", gone, out)
+		}
 	}
 }

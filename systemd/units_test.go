@@ -12,8 +12,8 @@ import (
 	"testing"
 )
 
-// installed rewrites the unit's /usr/local/bin paths to freshly built
-// binaries, as `make install` would place them, so that verify can check
+// installed rewrites the unit's /usr/bin paths to freshly built binaries,
+// as the package or `make install` would place them, so that verify can check
 // that ExecStart= names an executable.
 func installed(t *testing.T, unit string) string {
 	t.Helper()
@@ -28,7 +28,7 @@ func installed(t *testing.T, unit string) string {
 		t.Fatal(err)
 	}
 	out := filepath.Join(t.TempDir(), unit)
-	rewritten := strings.ReplaceAll(string(text), "/usr/local/bin/", bin+"/")
+	rewritten := strings.ReplaceAll(string(text), "=/usr/bin/", "="+bin+"/")
 	if err := os.WriteFile(out, []byte(rewritten), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -125,6 +125,7 @@ func TestMakeInstall(t *testing.T) {
 		"/usr/lib/sysusers.d/aggregator.conf",
 		"/etc/aggregator/aggregator.env", "/etc/aggregator/downcase.env",
 		"/opt/agg/share/doc/aggregator/README.md",
+		"/opt/agg/share/aggregator/alerts.yml",
 	} {
 		if _, err := os.Stat(filepath.Join(dest, f)); err != nil {
 			t.Errorf("not installed: %s", f)

@@ -157,6 +157,24 @@ func newDaemon(cfg Config, log *slog.Logger, getenv func(string) string) (d *dae
 		return d, err
 	}
 
+	// Health, for the alerting rules (configs/alerts.yml).
+	d.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "aggregator_ready",
+			Help: "1 while /-/ready answers 200: every socket up, the log file writable, NATS reachable where configured.",
+		}, func() float64 {
+			if d.ready() != nil {
+				return 0
+			}
+			return 1
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "aggregator_writer_last_turn_timestamp_seconds",
+			Help: "When the writer's loop last turned (at least once a second unless it is stuck, for example on a hung disk; the systemd watchdog restarts the daemon after WatchdogSec).",
+		}, d.writer.LastTurn),
+		sink.NewSpaceCollector(tpl.Dir()),
+	)
+
 	// Inputs.
 	keys, err := cfg.KeyFiles.Load(envPrefix)
 	if err != nil {

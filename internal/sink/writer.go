@@ -780,6 +780,12 @@ func (w *Writer) Alive(d time.Duration) bool {
 	return time.Since(time.Unix(0, w.alive.Load())) < d
 }
 
+// LastTurn is when the writer's loop last turned, in Unix seconds: at
+// least once a second while it is not stuck (0 before it started).
+func (w *Writer) LastTurn() float64 {
+	return float64(w.alive.Load()) / 1e9
+}
+
 // Close closes the files of a writer whose Run never started; Run closes
 // its own.
 func (w *Writer) Close() error {

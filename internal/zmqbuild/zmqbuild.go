@@ -1,42 +1,34 @@
-// Package zmqbuild tells which libzmq the program is linked with: Debian's
-// libzmq5 as it ships, or the build scripts/with-libzmq makes of the same source
-// with smaller pipe chunks, which is what keeps a daemon with a thousand
-// publishers small.
+// Package zmqbuild tells which libzmq the program runs with: its version and
+// the shared library file it was loaded from. The binaries link Debian's
+// libzmq5, so that apt's security updates reach them (needrestart restarts
+// what still maps the old file); the file names which one a process has.
 package zmqbuild
 
 /*
-// Defined only in the libzmq scripts/with-libzmq builds; weak, so that a
-// program linked with any other libzmq gets a null address instead of a
-// link error.
-extern const int aggregator_zmq_pipe_granularity __attribute__((weak));
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <zmq.h>
 
-static int pipe_granularity(void) {
-	return &aggregator_zmq_pipe_granularity ? aggregator_zmq_pipe_granularity : 0;
+// The file the dynamic linker loaded zmq_version from, or null when libzmq
+// is linked into the binary itself.
+static const char *agg_zmq_file(void) {
+	Dl_info info;
+	if (dladdr((void *)zmq_version, &info) == 0) {
+		return 0;
+	}
+	return info.dli_fname;
 }
 */
 import "C"
 
 import (
 	"fmt"
-	"strconv"
+	"os"
+	"path/filepath"
 
 	zmq "github.com/pebbe/zmq4"
 	"github.com/prometheus/client_golang/prometheus"
 )
-
-// upstreamChunk is libzmq's own message_pipe_granularity, that of every
-// build but scripts/with-libzmq's.
-const upstreamChunk = 256
-
-// PipeChunk is the number of messages a libzmq pipe allocates room for at
-// a time. Each connection keeps two such chunks of 64-byte slots once it
-// has carried twice as many messages.
-func PipeChunk() int {
-	if n := int(C.pipe_granularity()); n > 0 {
-		return n
-	}
-	return upstreamChunk
-}
 
 // Version is libzmq's version, such as "4.3.4".
 func Version() string {
@@ -44,21 +36,45 @@ func Version() string {
 	return fmt.Sprintf("%d.%d.%d", major, minor, patch)
 }
 
-// Describe is the version and pipe chunk in words, for -version and logs.
-func Describe() string {
-	return fmt.Sprintf("libzmq %s with pipe chunks of %d messages", Version(), PipeChunk())
+// File is the shared library libzmq was loaded from, with symbolic links
+// resolved (such as /usr/lib/x86_64-linux-gnu/libzmq.so.5.2.4), or
+// "static" when it is part of the executable.
+func File() string {
+	p := C.agg_zmq_file()
+	if p == nil {
+		return "static"
+	}
+	name := C.GoString(p)
+	if exe, err := os.Executable(); err == nil && sameFile(exe, name) {
+		return "static"
+	}
+	if real, err := filepath.EvalSymlinks(name); err == nil {
+		return real
+	}
+	return name
 }
 
-// Collector is aggregator_libzmq_info, always 1, labelled with the version
-// and pipe chunk, so that a fleet's dashboards show which hosts run a
-// binary built without scripts/with-libzmq.
+func sameFile(a, b string) bool {
+	sa, errA := os.Stat(a)
+	sb, errB := os.Stat(b)
+	return errA == nil && errB == nil && os.SameFile(sa, sb)
+}
+
+// Describe is the version and file in words, for -version and logs.
+func Describe() string {
+	return fmt.Sprintf("libzmq %s from %s", Version(), File())
+}
+
+// Collector is aggregator_libzmq_info, always 1, labelled with libzmq's
+// version and file, so that a fleet's dashboards show which hosts still
+// run a library apt has since replaced.
 func Collector() prometheus.Collector {
 	g := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "aggregator_libzmq_info",
-		Help: "The libzmq linked: its version, and how many messages its pipes allocate room for at a time (256 upstream, 32 as scripts/with-libzmq builds it).",
+		Help: "The libzmq the process runs with: its version, and the shared library file it was loaded from.",
 		ConstLabels: prometheus.Labels{
-			"version":    Version(),
-			"pipe_chunk": strconv.Itoa(PipeChunk()),
+			"version": Version(),
+			"file":    File(),
 		},
 	})
 	g.Set(1)

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Runs as PID 1 of fresh PID, mount, UTS, IPC and network namespaces (see
 # boot_integration_test.go): mounts ROOT as an overlay of the cached Debian
-# root (LOWER) and what `make install DESTDIR=UPPER` put in UPPER, gives it
+# root (LOWER) and UPPER (test settings), gives it
 # what systemd expects of a container, and execs systemd as PID 1.
 # Usage: boot.sh LOWER UPPER WORK ROOT
 set -eu

@@ -1,0 +1,68 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+)
+
+const alertRules = "../../configs/alerts.yml"
+
+// TestAlertRules checks the shipped alerting rules with Prometheus' own
+// tool, runs their unit tests (each alert fires where it should and stays
+// quiet where it should not), and checks that every metric they name is
+// one the daemon really exports, as an edge and as a central: a rule over a
+// misspelt or renamed metric never fires, and nothing else would notice.
+func TestAlertRules(t *testing.T) {
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Fatal("promtool is missing: run scripts/install-deps --test (Debian package prometheus)")
+	}
+	if out, err := exec.Command(promtool, "check", "rules", alertRules).CombinedOutput(); err != nil {
+		t.Fatalf("promtool check rules: %v\n%s", err, out)
+	}
+	if out, err := exec.Command(promtool, "test", "rules", "../../configs/alerts_test.yml").CombinedOutput(); err != nil {
+		t.Fatalf("promtool test rules: %v\n%s", err, out)
+	}
+
+	rules, err := os.ReadFile(alertRules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var named []string
+	for _, m := range regexp.MustCompile(`expr:.*`).FindAllString(string(rules), -1) {
+		named = append(named, regexp.MustCompile(`\baggregator_[a-z_]+\b`).FindAllString(m, -1)...)
+	}
+	if len(named) == 0 {
+		t.Fatal("no aggregator_ metric in the rules")
+	}
+
+	// NATS is down for both: forwarding and consuming register their
+	// metrics all the same.
+	nats := "nats://" + freeAddr(t)
+	exported := map[string]bool{}
+	for _, env := range []map[string]string{
+		{"AGG_NATS_URL": nats, "AGG_CONNECT": "tcp://" + freeAddr(t)},
+		{"AGG_NATS_URL": nats, "AGG_NATS_CONSUME": "AGGREGATOR"},
+	} {
+		p := startAggNotReady(t, env)
+		for series := range p.metrics() {
+			name, _, _ := strings.Cut(series, "{")
+			exported[name] = true
+		}
+		p.stop()
+	}
+	var missing []string
+	for _, name := range named {
+		if !exported[name] {
+			missing = append(missing, name)
+		}
+	}
+	sort.Strings(missing)
+	if len(missing) > 0 {
+		t.Errorf("the rules name metrics the daemon does not export: %v", missing)
+	}
+}
