@@ -57,6 +57,8 @@ install: build
 		test -e $(DESTDIR)$(CONFDIR)/$$c.env || install -m 0644 configs/$$c.env $(DESTDIR)$(CONFDIR)/$$c.env; \
 	done
 	install -m 0644 README.md configs/prometheus.yml systemd/aggregator.logrotate $(DESTDIR)$(DOCDIR)/
+	install -d $(DESTDIR)$(DOCDIR)/docs
+	install -m 0644 docs/*.md $(DESTDIR)$(DOCDIR)/docs/
 	install -D -m 0644 configs/alerts.yml $(DESTDIR)$(PREFIX)/share/aggregator/alerts.yml
 	@if [ -z "$(DESTDIR)" ]; then \
 		if command -v systemd-sysusers >/dev/null; then systemd-sysusers $(SYSUSERSDIR)/aggregator.conf; \

@@ -99,7 +99,7 @@ func runMany(bins binaries, n, rate int, dur, idle time.Duration, size int) (man
 	}
 
 	// The n connect endpoints alone first: their memory is the figure the
-	// README gives for n endpoints.
+	// performance doc gives for n endpoints.
 	if err := binders.waitSubscribed(); err != nil {
 		return r, err
 	}

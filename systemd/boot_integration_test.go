@@ -152,7 +152,7 @@ const (
 	logFile  = "/var/log/aggregator/subscriber.log"
 )
 
-// TestUnderSystemd does what the README tells users to do on a server, on
+// TestUnderSystemd does what docs/operations.md tells users to do on a server, on
 // a machine where systemd is PID 1: install the package, use the daemon,
 // upgrade it with a locally edited configuration, and purge it.
 func TestUnderSystemd(t *testing.T) {

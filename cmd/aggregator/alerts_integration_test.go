@@ -40,21 +40,7 @@ func TestAlertRules(t *testing.T) {
 		t.Fatal("no aggregator_ metric in the rules")
 	}
 
-	// NATS is down for both: forwarding and consuming register their
-	// metrics all the same.
-	nats := "nats://" + freeAddr(t)
-	exported := map[string]bool{}
-	for _, env := range []map[string]string{
-		{"AGG_NATS_URL": nats, "AGG_CONNECT": "tcp://" + freeAddr(t)},
-		{"AGG_NATS_URL": nats, "AGG_NATS_CONSUME": "AGGREGATOR"},
-	} {
-		p := startAggNotReady(t, env)
-		for series := range p.metrics() {
-			name, _, _ := strings.Cut(series, "{")
-			exported[name] = true
-		}
-		p.stop()
-	}
+	exported := exportedMetrics(t)
 	var missing []string
 	for _, name := range named {
 		if !exported[name] {
@@ -64,5 +50,56 @@ func TestAlertRules(t *testing.T) {
 	sort.Strings(missing)
 	if len(missing) > 0 {
 		t.Errorf("the rules name metrics the daemon does not export: %v", missing)
+	}
+}
+
+// exportedMetrics is the name of every aggregator_ metric an edge (a bind
+// and a connect endpoint, forwarding) and a central export, NATS being
+// down for both: forwarding and consuming register their metrics all the
+// same.
+func exportedMetrics(t *testing.T) map[string]bool {
+	t.Helper()
+	nats := "nats://" + freeAddr(t)
+	exported := map[string]bool{}
+	for _, env := range []map[string]string{
+		// The bind endpoint's "listening" event makes the connection
+		// events counter appear.
+		{"AGG_NATS_URL": nats, "AGG_CONNECT": "tcp://" + freeAddr(t), "AGG_BIND": "tcp://" + freeAddr(t)},
+		{"AGG_NATS_URL": nats, "AGG_NATS_CONSUME": "AGGREGATOR"},
+	} {
+		p := startAggNotReady(t, env)
+		for series := range p.metrics() {
+			name, _, _ := strings.Cut(series, "{")
+			name = strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, "_bucket"), "_sum"), "_count")
+			if strings.HasPrefix(name, "aggregator_") {
+				exported[name] = true
+			}
+		}
+		p.stop()
+	}
+	return exported
+}
+
+// TestMetricsDoc: docs/metrics.md names every aggregator_ metric the
+// daemon exports, and none it does not.
+func TestMetricsDoc(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/metrics.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed := map[string]bool{}
+	for _, name := range regexp.MustCompile("`(aggregator_[a-z_]+)").FindAllStringSubmatch(string(doc), -1) {
+		listed[name[1]] = true
+	}
+	exported := exportedMetrics(t)
+	for name := range exported {
+		if !listed[name] {
+			t.Errorf("docs/metrics.md does not list %s", name)
+		}
+	}
+	for name := range listed {
+		if !exported[name] {
+			t.Errorf("docs/metrics.md lists %s, which the daemon does not export", name)
+		}
 	}
 }

@@ -73,7 +73,7 @@ var producerKinds = []producerKind{
 
 // TestDeliveryUnderLoad sends 20,000 messages of 100 bytes a second for 3 s through
 // each kind of producer, disturbs the pair after 1 s, and counts what never
-// reached the file: the figures of the README's delivery table.
+// reached the file: the figures of docs/delivery.md.
 //
 //   - daemon restart: the daemon stops (taking all libzmq holds) and a new
 //     one starts. A producer that connects keeps what it sends meanwhile:

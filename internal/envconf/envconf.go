@@ -81,6 +81,25 @@ func PrintTable(w io.Writer, prefix string, spec any) {
 	tw.Flush()
 }
 
+// MarkdownTable writes the table PrintTable writes, from the same tags,
+// as Markdown: the configuration references in docs/ are generated from
+// it, so that they say what -help says.
+func MarkdownTable(w io.Writer, prefix string, spec any) {
+	var sb strings.Builder
+	envconfig.Usagef(prefix, spec, &sb, "{{range .}}{{usage_key .}}\x00{{usage_type .}}\x00{{usage_default .}}\x00{{usage_description .}}\n{{end}}")
+	cell := strings.NewReplacer("|", "\\|").Replace
+	fmt.Fprintln(w, "| variable | type | default | meaning |")
+	fmt.Fprintln(w, "| --- | --- | --- | --- |")
+	for _, line := range strings.Split(strings.TrimSuffix(sb.String(), "\n"), "\n") {
+		f := strings.Split(line, "\x00")
+		def := "(none)"
+		if f[2] != "" {
+			def = "`" + f[2] + "`"
+		}
+		fmt.Fprintf(w, "| `%s` | %s | %s | %s |\n", f[0], cell(f[1]), cell(def), cell(f[3]))
+	}
+}
+
 // Keys lists the names of every variable spec reads.
 func Keys(prefix string, spec any) []string {
 	var sb strings.Builder

@@ -37,7 +37,7 @@ type loop struct {
 const wakeToken = -1
 
 // maxLoops caps the receive loops; more cores than this gain nothing, as
-// one loop keeps up with libzmq's I/O thread (see the README's figures).
+// one loop keeps up with libzmq's I/O thread (docs/performance.md).
 const maxLoops = 8
 
 func newLoop(subs []*Subscriber, q *Queue) (_ *loop, err error) {

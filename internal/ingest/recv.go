@@ -4,7 +4,7 @@ package ingest
 // call. pebbe/zmq4's RecvBytes costs a cgo call and a Go allocation per
 // frame, plus another cgo call per message to ask ZMQ_RCVMORE; at a
 // million messages a second those calls and the garbage were most of the
-// daemon's CPU and memory (see the README's performance section). Here C
+// daemon's CPU and memory (docs/performance.md). Here C
 // receives up to a batch of messages without blocking, stamps each with
 // clock_gettime, and packs them into the batch's buffer; Go slices the
 // frames out of it without copying. Sockets are still created, configured,

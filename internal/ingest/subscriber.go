@@ -109,7 +109,7 @@ func FilesNeeded(connect, bind, subscribers int) int {
 //
 // A socket and its monitor cost libzmq about 20 KiB: a thousand
 // publishers took 20 MiB more on a socket each than on shared ones (see
-// the README's figures). Sharing costs time instead: telling the endpoints
+// docs/performance.md). Sharing costs time instead: telling the endpoints
 // of a message apart (ZMQ_SRCFD) took about 0.1 µs a message, a fifth of
 // the daemon's CPU at its peak rate, so a few busy publishers keep their
 // own sockets.
@@ -199,7 +199,7 @@ func NewSubscriber(zctx *zmq.Context, opt Options, q *Queue, m *Metrics, log *sl
 	}
 	s.src = newSources(eps, func() *endpoint {
 		ep := &endpoint{name: Unattributed, stats: m.unattributedStats(), log: log.With("endpoint", Unattributed)}
-		ep.log.Warn("a message or event of a shared socket whose endpoint is uncertain: it is counted and written as unattributed (see the README)",
+		ep.log.Warn("a message or event of a shared socket whose endpoint is uncertain: it is counted and written as unattributed (see docs/architecture.md)",
 			"socket", s.Endpoint())
 		return ep
 	})
