@@ -56,7 +56,8 @@ install: build
 	for c in aggregator downcase; do \
 		test -e $(DESTDIR)$(CONFDIR)/$$c.env || install -m 0644 configs/$$c.env $(DESTDIR)$(CONFDIR)/$$c.env; \
 	done
-	install -m 0644 README.md configs/prometheus.yml systemd/aggregator.logrotate $(DESTDIR)$(DOCDIR)/
+	install -m 0644 README.md systemd/aggregator.logrotate $(DESTDIR)$(DOCDIR)/
+	sed 's#/usr/share/aggregator/#$(PREFIX)/share/aggregator/#' configs/prometheus.yml > $(DESTDIR)$(DOCDIR)/prometheus.yml
 	install -d $(DESTDIR)$(DOCDIR)/docs
 	install -m 0644 docs/*.md $(DESTDIR)$(DOCDIR)/docs/
 	install -D -m 0644 configs/alerts.yml $(DESTDIR)$(PREFIX)/share/aggregator/alerts.yml

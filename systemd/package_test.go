@@ -91,8 +91,9 @@ func newerBuild(t *testing.T, deb string) string {
 }
 
 // install copies a package into the machine and installs it with dpkg, as
-// `apt install ./aggregator_*.deb` or unattended-upgrades would: keeping a
-// locally edited configuration file when the package's own changed.
+// an automated `apt-get -o Dpkg::Options::=--force-confold install` would:
+// keeping a locally edited configuration file when the package's own
+// changed.
 func (m *machine) install(deb string) string {
 	m.t.Helper()
 	data, err := os.ReadFile(deb)

@@ -342,21 +342,15 @@ Usage: aggregator [-check-config | -version | -help]
 // knownVariables lists every variable the daemon reads.
 func knownVariables() []string { return envconf.Keys(envPrefix, &Config{}) }
 
-// LogValue shows the effective configuration in the start-up log line.
+// LogValue shows the configuration in the start-up log line: the daemon's
+// role, then every setting (envconf.Attrs), secrets as whether they are set.
 func (c Config) LogValue() slog.Value {
-	return slog.GroupValue(
-		slog.Any("connect", c.Connect), slog.Any("bind", c.Bind), slog.Any("topics", c.Topics),
-		slog.Any("pull_connect", c.PullConnect), slog.Any("pull_bind", c.PullBind),
-		slog.Duration("reconnect_max", c.reconnectMax()), slog.Bool("strip_newline", c.StripNewline),
-		slog.String("log_file", c.LogFile), slog.Int("max_open_files", c.MaxOpenFiles), slog.Int("max_files", c.MaxFiles), slog.String("format", c.Format), slog.String("timezone", c.TimeZone),
-		slog.Int("max_size_mb", c.MaxSizeMB), slog.Int("max_backups", c.MaxBackups), slog.Int("max_age_days", c.MaxAgeDays),
-		slog.String("compress", c.Compress), slog.Duration("rotate_every", c.RotateEvery), slog.Duration("flush_interval", c.FlushInterval),
-		slog.Duration("sync_interval", c.SyncInterval),
-		slog.Int("rcvhwm", c.RcvHWM), slog.Int("max_message_bytes", c.MaxMessageBytes), slog.Int("queue_batches", c.QueueBatches), slog.Int("io_threads", c.IOThreads),
-		slog.String("curve_secret_key_file", c.SecretKeyFile), slog.String("curve_allowed_keys_file", c.AllowedKeysFile),
-		slog.String("curve_server_public_key_file", c.ServerPublicKeyFile),
-		slog.Any("nats_url", c.NATS.URLs), slog.String("nats_stream", c.NATS.Stream), slog.String("nats_subject", c.NATS.Subject),
-		slog.Int("nats_partitions", c.NATS.Partitions), slog.String("nats_consume", c.NATS.Consume), slog.Int("nats_partition", c.NATS.Partition),
-		slog.String("http_addr", c.HTTPAddr),
-	)
+	role := "standalone"
+	switch {
+	case c.NATS.Consuming():
+		role = "central"
+	case c.NATS.Enabled():
+		role = "edge"
+	}
+	return slog.GroupValue(append([]slog.Attr{slog.String("role", role)}, envconf.Attrs(&c)...)...)
 }

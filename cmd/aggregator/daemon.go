@@ -87,8 +87,8 @@ func newDaemon(cfg Config, log *slog.Logger, getenv func(string) string) (d *dae
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewBuildInfoCollector(),
-		zmqbuild.Collector(),
 	)
+	d.reg.MustRegister(zmqbuild.Collectors()...)
 	d.queue = ingest.NewQueue(cfg.QueueBatches)
 	im := ingest.NewMetrics(d.reg, d.queue)
 	sm := sink.NewMetrics(d.reg, im.Dropped)
@@ -340,17 +340,16 @@ func (d *daemon) Run(ctx context.Context, hup <-chan struct{}) error {
 	}
 
 	// Inputs: once every one has returned, nothing more comes to the queue.
-	abort := make(chan struct{}) // closed when the writer has returned: inputs stop waiting for it
 	var inputs sync.WaitGroup
 	input := func(name string, fn func() error) {
 		inputs.Add(1)
 		stage(name, func() error { defer inputs.Done(); return fn() })
 	}
 	if len(d.subs) > 0 {
-		input("receive loops", func() error { return ingest.RunAll(gctx, d.subs, d.queue, abort) })
+		input("receive loops", func() error { return ingest.RunAll(gctx, d.subs, d.queue) })
 	}
 	if d.cons != nil {
-		input("consumer", func() error { return d.cons.Run(gctx, d.queue, abort) })
+		input("consumer", func() error { return d.cons.Run(gctx, d.queue) })
 	}
 	g.Go(func() error { inputs.Wait(); close(d.queue.C); return nil })
 	if d.auth != nil {
@@ -364,7 +363,6 @@ func (d *daemon) Run(ctx context.Context, hup <-chan struct{}) error {
 	d.writerRan = true
 	stage("writer", func() error {
 		defer close(writerDone)
-		defer close(abort)
 		return d.writer.Run(d.queue, hup)
 	})
 	// The forwarder stops after the writer: it saves its place, and what

@@ -465,6 +465,7 @@ func TestPrometheusScrapes(t *testing.T) {
 	for name, edit := range map[string]func(string) string{
 		"prometheus.yml": func(s string) string {
 			s = strings.ReplaceAll(s, "127.0.0.1:9780", p.http)
+			s = strings.ReplaceAll(s, "/usr/share/aggregator/alerts.yml", filepath.Join(dir, "alerts.yml"))
 			return strings.ReplaceAll(s, "scrape_interval: 15s", "scrape_interval: 1s\n  evaluation_interval: 1s")
 		},
 		"alerts.yml": func(s string) string {

@@ -34,7 +34,6 @@ type publisher struct {
 	done     chan struct{}
 	log      *slog.Logger
 	m        *pubMetrics
-	linger   time.Duration
 	holdMax  int
 	holdFor  time.Duration
 	up       atomic.Bool
@@ -130,7 +129,6 @@ func newPublisher(zctx *zmq.Context, cfg Config, keys curve.Keys, m *pubMetrics,
 		done:    make(chan struct{}),
 		log:     log,
 		m:       m,
-		linger:  cfg.Linger,
 		holdMax: cfg.HoldMessages,
 		holdFor: cfg.HoldFor,
 		subs:    map[string]bool{},

@@ -397,10 +397,10 @@ var errNotPinned = errors.New("the durable consumer does not pin one central (it
 // errGap: a chunk came after a hole that is not the stream's retention.
 var errGap = errors.New("a chunk is missing from the delivery; taking the stream again from it")
 
-// Run consumes until ctx is done, sending lines to q. abort is closed when
-// the writer has failed. Failures are retried with a back-off; Run returns
-// early only when the writer has stopped or the state could not be saved.
-func (c *Consumer) Run(ctx context.Context, q *ingest.Queue, abort <-chan struct{}) error {
+// Run consumes until ctx is done, sending lines to q. Failures are retried
+// with a back-off; Run returns early only when the state could not be
+// saved.
+func (c *Consumer) Run(ctx context.Context, q *ingest.Queue) error {
 	defer c.nc.Close()
 	wait := 100 * time.Millisecond
 	var cons jetstream.Consumer
@@ -415,9 +415,9 @@ func (c *Consumer) Run(ctx context.Context, q *ingest.Queue, abort <-chan struct
 			err = c.reset(ctx, c.st.Seq+1)
 		}
 		if err == nil {
-			err = c.round(ctx, cons, q, abort)
+			err = c.round(ctx, cons, q)
 		}
-		if errors.Is(err, errWriterStopped) || errors.Is(err, errStateNotSaved) {
+		if errors.Is(err, errStateNotSaved) {
 			return err
 		}
 		if err != nil {
@@ -446,8 +446,6 @@ func (c *Consumer) Run(ctx context.Context, q *ingest.Queue, abort <-chan struct
 	}
 	return nil
 }
-
-var errWriterStopped = errors.New("the writer has stopped")
 
 // errStateNotSaved: a window is in the file, synced, and its state may or
 // may not be on disk. Only a restart, which cuts the file back to the state
@@ -621,7 +619,7 @@ func nakAll(msgs []jetstream.Msg) {
 // batches, each saving the state once synced; then it acknowledges the
 // window. Any early return first hands back (Nak) what it fetched and did
 // not finish.
-func (c *Consumer) round(ctx context.Context, cons jetstream.Consumer, q *ingest.Queue, abort <-chan struct{}) (err error) {
+func (c *Consumer) round(ctx context.Context, cons jetstream.Consumer, q *ingest.Queue) (err error) {
 	msgs, err := fetchWindow(cons, c.backlog)
 	fetched := time.Now()
 	c.backlog = len(msgs) == fetchBatch
@@ -747,7 +745,6 @@ func (c *Consumer) round(ctx context.Context, cons jetstream.Consumer, q *ingest
 		b := q.Get()
 		b.Raw, b.Durable = true, true
 		b.Records = append(b.Records, w.records...)
-		b.Bytes = w.bytes - len(w.records)
 		after := w.after
 		if c.opt.Routed {
 			before := c.st.clone()
@@ -770,16 +767,11 @@ func (c *Consumer) round(ctx context.Context, cons jetstream.Consumer, q *ingest
 			done <- err
 		}
 		c.m.Lines.Add(float64(len(w.records)))
-		if !q.Send(b, abort) {
-			return errWriterStopped
-		}
-		select {
-		case err := <-done:
-			if err != nil {
-				return fmt.Errorf("write: %w", err)
-			}
-		case <-abort:
-			return errWriterStopped
+		// The writer calls Done for every batch it takes, and takes them
+		// until this input has returned.
+		q.Send(b)
+		if err := <-done; err != nil {
+			return fmt.Errorf("write: %w", err)
 		}
 		c.st = after
 	}

@@ -7,9 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
+	"reflect"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/kelseyhightower/envconfig"
 )
@@ -131,3 +134,51 @@ func (p *Problems) AddErr(key string, err error) {
 
 // Err joins the problems, one a line; nil when there are none.
 func (p *Problems) Err() error { return errors.Join(p.errs...) }
+
+// Attrs are spec's settings as log attributes, named as their variables
+// without the prefix, in lower case (AGG_MAX_SIZE_MB is max_size_mb), in
+// the order of the struct: the start-up line shows every setting, and a
+// setting added to the struct shows up without anyone listing it. A field
+// tagged secret:"true" shows only whether it is set.
+func Attrs(spec any) []slog.Attr {
+	return appendAttrs(nil, "", reflect.Indirect(reflect.ValueOf(spec)))
+}
+
+func appendAttrs(out []slog.Attr, prefix string, v reflect.Value) []slog.Attr {
+	t := v.Type()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if !f.IsExported() && !f.Anonymous {
+			continue
+		}
+		name, tagged := f.Tag.Lookup("envconfig")
+		fv := v.Field(i)
+		if fv.Kind() == reflect.Struct {
+			// As envconfig reads them: an embedded struct's variables
+			// are its parent's; another's take its name as a prefix.
+			inner := prefix
+			switch {
+			case f.Anonymous:
+			case tagged:
+				inner += strings.ToLower(name) + "_"
+			default:
+				inner += strings.ToLower(f.Name) + "_"
+			}
+			out = appendAttrs(out, inner, fv)
+			continue
+		}
+		if !tagged {
+			continue
+		}
+		key := prefix + strings.ToLower(name)
+		switch {
+		case f.Tag.Get("secret") == "true":
+			out = append(out, slog.Bool(key+"_set", !fv.IsZero()))
+		case fv.Type() == reflect.TypeFor[time.Duration]():
+			out = append(out, slog.Duration(key, time.Duration(fv.Int())))
+		default:
+			out = append(out, slog.Any(key, fv.Interface()))
+		}
+	}
+	return out
+}

@@ -44,3 +44,31 @@ func TestDefaults(t *testing.T) {
 		t.Fatalf("%v", d)
 	}
 }
+
+func TestAttrs(t *testing.T) {
+	type inner struct {
+		URL      string `envconfig:"URL"`
+		Password string `envconfig:"PASSWORD" secret:"true"`
+	}
+	type embedded struct {
+		KeyFile string `envconfig:"KEY_FILE"`
+	}
+	var spec struct {
+		Every time.Duration `envconfig:"EVERY"`
+		List  []string      `envconfig:"LIST"`
+		embedded
+		Exported embedded
+		NATS     inner `envconfig:"NATS"`
+		ignored  int
+	}
+	spec.Every, spec.List = 2*time.Second, []string{"a", "b"}
+	spec.KeyFile, spec.Exported.KeyFile, spec.NATS.URL, spec.NATS.Password = "k", "x", "nats://x", "hunter2"
+	var got []string
+	for _, a := range Attrs(&spec) {
+		got = append(got, a.String())
+	}
+	want := []string{"every=2s", "list=[a b]", "key_file=k", "exported_key_file=x", "nats_url=nats://x", "nats_password_set=true"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("Attrs = %v, want %v", got, want)
+	}
+}

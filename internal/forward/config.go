@@ -25,8 +25,8 @@ type Config struct {
 	Creds      string   `envconfig:"CREDS" desc:"NATS credentials file (JWT and seed)"`
 	NKeySeed   string   `envconfig:"NKEY" desc:"file with an NKey seed"`
 	User       string   `envconfig:"USER" desc:"NATS user name (with AGG_NATS_PASSWORD)"`
-	Password   string   `envconfig:"PASSWORD" desc:"NATS password"`
-	Token      string   `envconfig:"TOKEN" desc:"NATS authentication token"`
+	Password   string   `envconfig:"PASSWORD" secret:"true" desc:"NATS password"`
+	Token      string   `envconfig:"TOKEN" secret:"true" desc:"NATS authentication token"`
 	CA         string   `envconfig:"CA" desc:"file of CA certificates to verify the NATS servers with (TLS)"`
 	Cert       string   `envconfig:"CERT" desc:"client certificate file for TLS (with AGG_NATS_KEY)"`
 	Key        string   `envconfig:"KEY" desc:"client key file for TLS"`

@@ -12,7 +12,7 @@ import (
 // metrics count every event, the log says that they happen.
 const eventLogEvery = time.Minute
 
-// eventLog limits one subscriber's connection-event log lines: the first
+// eventLog limits one endpoint's connection-event log lines: the first
 // event of a kind is logged at once, later ones at most once a minute, in
 // a line that says how many there were. Owned by the subscriber's loop.
 type eventLog struct {

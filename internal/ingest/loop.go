@@ -77,11 +77,10 @@ func (l *loop) watch(fd int, token int32) error {
 }
 
 // run receives until ctx is done, then takes what libzmq already holds,
-// hands it over and closes every socket. A batch is
-// handed on as soon as its socket has nothing more waiting, so an idle
-// daemon forwards each message at once. abort is closed when the sink has
-// failed; batches that can no longer be delivered are counted as dropped.
-func (l *loop) run(ctx context.Context, abort <-chan struct{}) error {
+// hands it over and closes every socket. A batch is handed on as soon as
+// its socket has nothing more waiting, so an idle daemon forwards each
+// message at once.
+func (l *loop) run(ctx context.Context) error {
 	defer l.close()
 	woken := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
@@ -121,15 +120,14 @@ func (l *loop) run(ctx context.Context, abort <-chan struct{}) error {
 				l.markReady(i)
 			case syscall.EAGAIN:
 			default:
-				s.deliver(b, abort)
+				s.deliver(b)
 				// The daemon stops on this; what the other sockets hold is
 				// still taken first.
-				return errors.Join(fmt.Errorf("receive on %s: %w", s.Endpoint(), errno), l.drain(abort))
+				l.drain()
+				return fmt.Errorf("receive on %s: %w", s.Endpoint(), errno)
 			}
 			if len(b.Records) > 0 {
-				if !s.deliver(b, abort) {
-					return nil
-				}
+				s.deliver(b)
 				b = nil
 			}
 		}
@@ -138,7 +136,8 @@ func (l *loop) run(ctx context.Context, abort <-chan struct{}) error {
 	if b != nil {
 		l.q.Recycle(b)
 	}
-	return l.drain(abort)
+	l.drain()
+	return nil
 }
 
 // wait blocks until a socket or a monitor is signalled, or returns at once
@@ -208,7 +207,7 @@ func (l *loop) markReady(i int) {
 // drain takes what libzmq holds for each socket, until the socket is
 // empty (or stopDrainMax has passed), and hands it over. Whatever arrives
 // after is lost with the connection, as PUB/SUB and PUSH/PULL lose it.
-func (l *loop) drain(abort <-chan struct{}) error {
+func (l *loop) drain() {
 	deadline := time.Now().Add(stopDrainMax)
 	for _, s := range l.subs {
 		s.ready.Store(false)
@@ -219,9 +218,7 @@ func (l *loop) drain(abort <-chan struct{}) error {
 		for {
 			errno := s.recv.fill(b)
 			if b.full() {
-				if !s.deliver(b, abort) {
-					return nil
-				}
+				s.deliver(b)
 				b = l.q.Get()
 			}
 			if errno != 0 {
@@ -232,11 +229,8 @@ func (l *loop) drain(abort <-chan struct{}) error {
 				break
 			}
 		}
-		if !s.deliver(b, abort) {
-			return nil
-		}
+		s.deliver(b)
 	}
-	return nil
 }
 
 func (l *loop) close() {
@@ -259,7 +253,7 @@ func (l *loop) closeFDs() {
 // since the daemon would otherwise run on with a silent gap in its inputs.
 // Whoever runs it closes q.C once it and any other producer have
 // returned: the sink then knows it has seen every received record.
-func RunAll(ctx context.Context, subs []*Subscriber, q *Queue, abort <-chan struct{}) error {
+func RunAll(ctx context.Context, subs []*Subscriber, q *Queue) error {
 	if len(subs) == 0 {
 		return nil
 	}
@@ -292,7 +286,7 @@ func RunAll(ctx context.Context, subs []*Subscriber, q *Queue, abort <-chan stru
 	)
 	for _, l := range loops {
 		wg.Go(func() {
-			if err := l.run(ctx, abort); err != nil {
+			if err := l.run(ctx); err != nil {
 				mu.Lock()
 				errs = append(errs, err)
 				mu.Unlock()

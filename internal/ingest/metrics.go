@@ -26,11 +26,6 @@ type Metrics struct {
 	received, bytes, truncated, events, connections *prometheus.Desc
 }
 
-// Drop reasons used by ingest.
-const (
-	DropSinkFailed = "sink_failed"
-)
-
 // NewMetrics registers the ingest metrics with reg. queue, when not nil, is
 // exported as the number of records waiting for the sink.
 func NewMetrics(reg prometheus.Registerer, queue *Queue) *Metrics {

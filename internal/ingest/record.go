@@ -26,23 +26,13 @@ type Record struct {
 	Edge, Source string
 }
 
-// Size is the number of payload bytes the record carries.
-func (r *Record) Size() int {
-	n := 0
-	for _, f := range r.Frames {
-		n += len(f)
-	}
-	return n
-}
-
-// Batch is a run of records from one subscriber. Batching amortises the
-// channel hand-off and the metric updates over many messages; the
-// subscriber closes a batch as soon as its socket has nothing more waiting,
-// so batching adds no latency to an idle daemon.
+// Batch is a run of records from one producer: a subscriber's socket, or
+// a central's consumer. Batching amortises the channel hand-off and the
+// metric updates over many messages; a subscriber closes a batch as soon
+// as its socket has nothing more waiting, so batching adds no latency to
+// an idle daemon.
 type Batch struct {
 	Records []Record
-	// Bytes is the payload size of all records.
-	Bytes int
 
 	// Raw marks records whose first frame is a finished line (a line a
 	// central daemon takes from the stream): the writer writes it as it is.
@@ -63,7 +53,7 @@ type Batch struct {
 	// stops the batch before it is written.
 	Before func([]FileAt) error
 
-	buf    []byte   // the packed messages the records' frames point into (C memory, see recv.go)
+	buf    []byte   // the packed messages the records' frames point into (C memory, see recv.go and recv.c)
 	frames [][]byte // backing array for the records' Frames
 	closed bool     // buf has no room for another message
 }
@@ -84,10 +74,13 @@ type Written struct {
 	Size  int64
 }
 
-// Batch limits: a batch is handed on when it holds maxBatchRecords records
-// or its buffer (batchBufBytes plus room for one message of the maximum
-// size) cannot take another message. Together with the queue length they
-// bound the memory between ingest and sink.
+// Batch limits of the subscribers: a batch is handed on when it holds
+// maxBatchRecords records or its buffer (batchBufBytes plus room for one
+// message of the maximum size) cannot take another message. Together with
+// the queue length they bound the memory between the sockets and the
+// sink. A central's consumer hands on a fetched window at a time instead,
+// one batch of records pointing into the messages it fetched (see
+// consume), and waits for it to be written before it takes the next.
 const (
 	maxBatchRecords = 256
 	batchBufBytes   = 32 << 10
@@ -103,7 +96,6 @@ func (b *Batch) reset() {
 	b.Records = b.Records[:0]
 	b.frames = b.frames[:0]
 	b.buf = b.buf[:0]
-	b.Bytes = 0
 	b.closed = false
 	b.Raw = false
 	b.Durable = false
@@ -146,17 +138,13 @@ func (q *Queue) Get() *Batch {
 	return b
 }
 
-// Send hands b to the sink. It gives up only when abort is closed (the sink
-// has failed), so a stopping subscriber still delivers what it received.
-func (q *Queue) Send(b *Batch, abort <-chan struct{}) bool {
+// Send hands b to the sink, waiting while the queue is full. The sink
+// takes batches until every producer has returned and C is closed (the
+// daemon closes it only then), so a producer never waits in vain, and a
+// stopping one still delivers what it received.
+func (q *Queue) Send(b *Batch) {
 	q.waiting.Add(int64(len(b.Records)))
-	select {
-	case q.C <- b:
-		return true
-	case <-abort:
-		q.waiting.Add(-int64(len(b.Records)))
-		return false
-	}
+	q.C <- b
 }
 
 // Taken tells the queue the sink has taken b off C.

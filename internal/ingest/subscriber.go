@@ -20,8 +20,8 @@ import (
 // endpoint or connected to one or more (see Group).
 type Options struct {
 	Endpoints []string
-	// Bind makes the socket bind Endpoint (publishers connect to us);
-	// otherwise it connects to a publisher that binds.
+	// Bind makes the socket bind its one endpoint (publishers connect to
+	// us); otherwise it connects to each, publishers that bind.
 	Bind bool
 	// Pull makes it a PULL socket, for PUSH producers, which wait for a
 	// receiver instead of dropping; otherwise it is a SUB socket.
@@ -326,22 +326,16 @@ func (s *Subscriber) fds() (sock, mon int, err error) {
 }
 
 // deliver hands b to the sink, and publishes the counts of what was
-// received. It reports false when the sink has failed; b's records are then
-// counted as dropped.
-func (s *Subscriber) deliver(b *Batch, abort <-chan struct{}) bool {
+// received.
+func (s *Subscriber) deliver(b *Batch) {
 	s.src.publish()
 	n := len(b.Records)
 	if n == 0 {
 		s.q.Recycle(b)
-		return true
+		return
 	}
 	s.m.LastMessage.Set(float64(b.Records[n-1].Time) / 1e9)
-	if s.q.Send(b, abort) {
-		return true
-	}
-	s.m.Dropped.WithLabelValues(DropSinkFailed).Add(float64(n))
-	s.q.Recycle(b)
-	return false
+	s.q.Send(b)
 }
 
 // drainEvents reads the monitor socket until it is empty: each event is

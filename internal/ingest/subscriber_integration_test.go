@@ -70,7 +70,7 @@ func (r *rig) start() {
 	r.cancel = cancel
 	r.done = make(chan error, 1)
 	go func() {
-		err := RunAll(ctx, r.subs, r.q, nil)
+		err := RunAll(ctx, r.subs, r.q)
 		close(r.q.C)
 		r.done <- err
 	}()
@@ -321,11 +321,11 @@ func TestPayloads(t *testing.T) {
 			t.Errorf("case %d: peer %q", i, recs[i].Peer)
 		}
 	}
-	if rec := recs[5]; !rec.Truncated || rec.Size() != 1000 {
-		t.Errorf("oversize message: truncated=%v size=%d", rec.Truncated, rec.Size())
+	if rec := recs[5]; !rec.Truncated || size(rec) != 1000 {
+		t.Errorf("oversize message: truncated=%v size=%d", rec.Truncated, size(rec))
 	}
-	if rec := recs[6]; !rec.Truncated || rec.Size() != 1000 || len(rec.Frames) != 2 {
-		t.Errorf("oversize multipart: truncated=%v size=%d frames=%d", rec.Truncated, rec.Size(), len(rec.Frames))
+	if rec := recs[6]; !rec.Truncated || size(rec) != 1000 || len(rec.Frames) != 2 {
+		t.Errorf("oversize multipart: truncated=%v size=%d frames=%d", rec.Truncated, size(rec), len(rec.Frames))
 	}
 	if got := r.metric("aggregator_messages_truncated_total", p.Endpoint); got != 2 {
 		t.Errorf("truncated metric %v, want 2", got)
@@ -617,7 +617,7 @@ func TestSharedSocketDescriptorReused(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { RunAll(ctx, []*Subscriber{s}, q, nil); close(done) }()
+	go func() { RunAll(ctx, []*Subscriber{s}, q); close(done) }()
 	if err := a.WaitSubscribed(1, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -739,4 +739,13 @@ func TestPublisherBackAfterOversizeFrame(t *testing.T) {
 			}
 		})
 	}
+}
+
+// size is the number of payload bytes r carries.
+func size(r Record) int {
+	n := 0
+	for _, f := range r.Frames {
+		n += len(f)
+	}
+	return n
 }

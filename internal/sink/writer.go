@@ -149,6 +149,7 @@ func New(opt Options, m *Metrics, log *slog.Logger) (*Writer, error) {
 		comps:    newCompressors(m),
 		budget:   opt.BufferBytes,
 	}
+	w.alive.Store(time.Now().UnixNano()) // LastTurn is never zero
 	if opt.Route == nil {
 		w.main = w.newFile(opt.Path)
 		w.main.buf = make([]byte, 0, opt.BufferBytes+opt.BufferBytes/4)
@@ -781,7 +782,8 @@ func (w *Writer) Alive(d time.Duration) bool {
 }
 
 // LastTurn is when the writer's loop last turned, in Unix seconds: at
-// least once a second while it is not stuck (0 before it started).
+// least once a second while it is not stuck (when the writer was made,
+// before its loop started).
 func (w *Writer) LastTurn() float64 {
 	return float64(w.alive.Load()) / 1e9
 }

@@ -71,14 +71,13 @@ func (h *harness) feed(from, to int, pad string) {
 	for seq := from; seq < to; seq++ {
 		msg := []byte(fmt.Sprintf("msg-%d %s", seq, pad))
 		b.Records = append(b.Records, ingest.Record{Endpoint: "test", Time: time.Now().UnixNano(), Frames: [][]byte{msg}})
-		b.Bytes += len(msg)
 		if len(b.Records) == 256 {
-			h.q.Send(b, nil)
+			h.q.Send(b)
 			b = h.q.Get()
 		}
 	}
 	if len(b.Records) > 0 {
-		h.q.Send(b, nil)
+		h.q.Send(b)
 	}
 }
 
@@ -284,7 +283,7 @@ func TestLineTooLongForAFileIsDropped(t *testing.T) {
 		big[i] = '\n' // escapes to two bytes each: 1.2 MB, over the 1 MiB file size
 	}
 	b.Records = append(b.Records, ingest.Record{Frames: [][]byte{big}}, ingest.Record{Frames: [][]byte{big}})
-	h.q.Send(b, nil)
+	h.q.Send(b)
 	h.feed(0, 10, "after")
 	h.stop(t)
 	seen, _ := readSeqs(t, h.path)
@@ -352,7 +351,7 @@ func TestIdleFilePerSourceFlushesWithoutWaitingForTheInterval(t *testing.T) {
 		b.Records = append(b.Records, ingest.Record{Endpoint: "test", Time: time.Now().UnixNano(),
 			Frames: [][]byte{[]byte(topic), []byte("idle")}})
 	}
-	h.q.Send(b, nil)
+	h.q.Send(b)
 	// Lines of a file per source wait for the input to pause (a
 	// millisecond), not for the tick, which comes after a second at the
 	// earliest here.

@@ -25,6 +25,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
 
 	zmq "github.com/pebbe/zmq4"
 	"github.com/prometheus/client_golang/prometheus"
@@ -65,11 +68,13 @@ func Describe() string {
 	return fmt.Sprintf("libzmq %s from %s", Version(), File())
 }
 
-// Collector is aggregator_libzmq_info, always 1, labelled with libzmq's
-// version and file, so that a fleet's dashboards show which hosts still
-// run a library apt has since replaced.
-func Collector() prometheus.Collector {
-	g := prometheus.NewGauge(prometheus.GaugeOpts{
+// Collectors are aggregator_libzmq_info, always 1, labelled with libzmq's
+// version and file, and aggregator_libzmq_replaced, 1 once the file on
+// disk is no longer the one the process mapped: apt installed an update
+// (a Debian security fix keeps the file name and often the version), and
+// only a restart loads it.
+func Collectors() []prometheus.Collector {
+	info := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "aggregator_libzmq_info",
 		Help: "The libzmq the process runs with: its version, and the shared library file it was loaded from.",
 		ConstLabels: prometheus.Labels{
@@ -77,6 +82,45 @@ func Collector() prometheus.Collector {
 			"file":    File(),
 		},
 	})
-	g.Set(1)
-	return g
+	info.Set(1)
+	file := File()
+	ino, mapped := mappedInode(file)
+	replaced := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "aggregator_libzmq_replaced",
+		Help: "1 once the libzmq file on disk is no longer the one this process runs (an update was installed: restart to load it), 0 otherwise.",
+	}, func() float64 {
+		if mapped && replacedSince(file, ino) {
+			return 1
+		}
+		return 0
+	})
+	return []prometheus.Collector{info, replaced}
+}
+
+// mappedInode is the inode of the file at path as this process mapped it,
+// from /proc/self/maps.
+func mappedInode(path string) (uint64, bool) {
+	maps, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		return 0, false
+	}
+	for line := range strings.Lines(string(maps)) {
+		// address perms offset dev inode path
+		f := strings.Fields(line)
+		if len(f) >= 6 && f[5] == path {
+			ino, err := strconv.ParseUint(f[4], 10, 64)
+			return ino, err == nil
+		}
+	}
+	return 0, false
+}
+
+// replacedSince reports whether path no longer names the file of inode
+// ino: a package upgrade writes a new file and renames it over the old.
+func replacedSince(path string, ino uint64) bool {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return true
+	}
+	return st.Ino != ino
 }
