@@ -70,9 +70,9 @@ type Config struct {
 // loadConfig reads the environment and checks the result, on its own and
 // against the machine, reporting every problem in one round: a user who
 // fixes what one start named should not meet a new problem at the next.
-func loadConfig() (Config, error) {
+func loadConfig(lookup func(string) (string, bool)) (Config, error) {
 	var cfg Config
-	err := envconf.Process(envPrefix, &cfg)
+	err := envconf.Process(envPrefix, &cfg, lookup)
 	cfg.Connect = envconf.TrimList(cfg.Connect)
 	cfg.Bind = envconf.TrimList(cfg.Bind)
 	cfg.PullConnect = envconf.TrimList(cfg.PullConnect)

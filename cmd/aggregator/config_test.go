@@ -38,10 +38,7 @@ func TestShippedConfigLoads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for k, v := range shipped {
-		t.Setenv(k, v)
-	}
-	cfg, err := loadConfig()
+	cfg, err := loadConfig(lookupIn(shipped))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,4 +79,16 @@ func containsLine(s, prefix string) bool {
 		}
 	}
 	return false
+}
+
+// lookupIn is an environment of just env, as run() takes it.
+func lookupIn(env map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+}
+
+// The variables the program reads are those -help lists.
+func TestReadsWhatHelpLists(t *testing.T) {
+	if got, want := envconf.Names(envPrefix, &Config{}), knownVariables(); !slices.Equal(got, want) {
+		t.Errorf("reads %v\n-help lists %v", got, want)
+	}
 }

@@ -20,11 +20,14 @@ import (
 var version = "dev"
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(run(context.Background(), os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr))
 }
 
-// run is the whole program; only main turns its result into an exit.
-func run(args []string, stdout, stderr io.Writer) int {
+// run is the whole program; only main turns its result into an exit. It
+// stops when ctx is done, as on SIGTERM, and reads its environment only
+// through lookup, so that a test can run it in-process with a map (under
+// the race detector when the tests run under it).
+func run(ctx context.Context, args []string, lookup func(string) (string, bool), stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "read" {
 		return logread.Main(args[1:], stdout, stderr)
 	}
@@ -38,7 +41,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if flags.Exit != nil {
 		return *flags.Exit
 	}
-	cfg, err := loadConfig()
+	cfg, err := loadConfig(lookup)
 	if err != nil {
 		return cli.ReportConfig("aggregator", err, stderr)
 	}
@@ -49,26 +52,32 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	log := cli.NewLogger(cfg.LogLevel, cfg.LogFormat, stderr)
 	log.Info("starting", "version", cli.Version(version), "config", cfg)
-	d, err := newDaemon(cfg, log, os.Getenv)
+	getenv := func(k string) string { v, _ := lookup(k); return v }
+	d, err := newDaemon(cfg, log, getenv)
 	if err != nil {
 		log.Error("start failed", "err", err)
 		return cli.ExitFail
 	}
 
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	hup := make(chan struct{}, 1)
 	go func() {
-		for sig := range sigs {
-			if sig == syscall.SIGHUP {
-				select {
-				case hup <- struct{}{}:
-				default: // a reopen is already pending
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case sig := <-sigs:
+				if sig == syscall.SIGHUP {
+					select {
+					case hup <- struct{}{}:
+					default: // a reopen is already pending
+					}
+					continue
 				}
-				continue
+				log.Info("signal received", "signal", sig.String())
+				cancel()
 			}
-			log.Info("signal received", "signal", sig.String())
-			cancel()
 		}
 	}()
 	if err := d.Run(ctx, hup); err != nil {

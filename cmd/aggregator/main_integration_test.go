@@ -38,7 +38,13 @@ func TestMain(m *testing.M) {
 	// default context's limit must be raised before its first socket.
 	zmq.SetMaxSockets(8192)
 	aggBin = filepath.Join(dir, "aggregator")
-	if out, err := exec.Command("go", "build", "-o", aggBin, ".").CombinedOutput(); err != nil {
+	// Under -race, the daemons the tests start are built with it too, and a
+	// race they report fails the test that started them (launch).
+	build := []string{"build", "-o", aggBin}
+	if raceBuild {
+		build = append(build, "-race")
+	}
+	if out, err := exec.Command("go", append(build, ".")...).CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
 		os.Exit(1)
 	}
@@ -153,6 +159,9 @@ func launch(t *testing.T, env map[string]string, wantReady bool) *proc {
 		default:
 			cmd.Process.Kill()
 			<-p.done
+		}
+		if strings.Contains(stderr.String(), "WARNING: DATA RACE") {
+			t.Errorf("the race detector found a race in the daemon")
 		}
 		if t.Failed() {
 			t.Logf("aggregator stderr:\n%s", stderr.String())

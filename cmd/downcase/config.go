@@ -37,9 +37,9 @@ type Config struct {
 
 // loadConfig reads and checks the environment and the key files it names,
 // reporting every problem in one round.
-func loadConfig() (Config, error) {
+func loadConfig(lookup func(string) (string, bool)) (Config, error) {
 	var cfg Config
-	err := envconf.Process(envPrefix, &cfg)
+	err := envconf.Process(envPrefix, &cfg, lookup)
 	cfg.PubBind = envconf.TrimList(cfg.PubBind)
 	cfg.PubConnect = envconf.TrimList(cfg.PubConnect)
 	_, keyErr := cfg.KeyFiles.Load(envPrefix)

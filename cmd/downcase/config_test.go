@@ -24,10 +24,7 @@ func TestShippedConfigMatchesBinary(t *testing.T) {
 			t.Errorf("%s: file says %q, default is %q", k, v, defaults[k])
 		}
 	}
-	for k, v := range shipped {
-		t.Setenv(k, v)
-	}
-	if _, err := loadConfig(); err != nil {
+	if _, err := loadConfig(lookupIn(shipped)); err != nil {
 		t.Fatalf("shipped configuration does not load: %v", err)
 	}
 }
@@ -39,8 +36,19 @@ func TestWebConfigChecked(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("tls_server_config:\n  cert_file: /nonexistent.pem\n  key_file: /nonexistent.key\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv("DOWNCASE_WEB_CONFIG_FILE", bad)
-	if _, err := loadConfig(); err == nil || !strings.Contains(err.Error(), "DOWNCASE_WEB_CONFIG_FILE") {
+	if _, err := loadConfig(lookupIn(map[string]string{"DOWNCASE_WEB_CONFIG_FILE": bad})); err == nil || !strings.Contains(err.Error(), "DOWNCASE_WEB_CONFIG_FILE") {
 		t.Fatalf("loadConfig: %v", err)
+	}
+}
+
+// lookupIn is an environment of just env, as run() takes it.
+func lookupIn(env map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+}
+
+// The variables the program reads are those -help lists.
+func TestReadsWhatHelpLists(t *testing.T) {
+	if got, want := envconf.Names(envPrefix, &Config{}), knownVariables(); !slices.Equal(got, want) {
+		t.Errorf("reads %v\n-help lists %v", got, want)
 	}
 }

@@ -56,7 +56,11 @@ func buildBoth(t *testing.T) string {
 	t.Helper()
 	bin := t.TempDir()
 	for _, name := range []string{"downcase", "aggregator"} {
-		out, err := exec.Command("go", "build", "-o", filepath.Join(bin, name), "../"+name).CombinedOutput()
+		args := []string{"build", "-o", filepath.Join(bin, name)}
+		if raceBuild { // the programs run under the race detector as the suite does
+			args = append(args, "-race")
+		}
+		out, err := exec.Command("go", append(args, "../"+name)...).CombinedOutput()
 		if err != nil {
 			t.Fatalf("build %s: %v\n%s", name, err, out)
 		}
@@ -159,6 +163,9 @@ func start(t *testing.T, bin, work, name string, env ...string) *exec.Cmd {
 	t.Cleanup(func() {
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
+		if strings.Contains(logs.String(), "WARNING: DATA RACE") {
+			t.Errorf("the race detector found a race in %s", name)
+		}
 		if t.Failed() {
 			t.Logf("%s stderr:\n%s", name, logs.String())
 		}

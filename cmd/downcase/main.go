@@ -35,10 +35,12 @@ var version = "dev"
 const shutdownWait = 10 * time.Second
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(run(context.Background(), os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr))
 }
 
-func run(args []string, stdout, stderr io.Writer) int {
+// run is the whole program, stopped by ctx or SIGTERM; it reads its
+// environment only through lookup.
+func run(ctx context.Context, args []string, lookup func(string) (string, bool), stdout, stderr io.Writer) int {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	signal.Ignore(syscall.SIGHUP) // nothing to reopen; do not die of it
@@ -48,7 +50,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if flags.Exit != nil {
 		return *flags.Exit
 	}
-	cfg, err := loadConfig()
+	cfg, err := loadConfig(lookup)
 	if err != nil {
 		return cli.ReportConfig("downcase", err, stderr)
 	}
@@ -65,14 +67,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log.Error("start failed", "err", err)
 		return cli.ExitFail
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
-		sig := <-sigs
-		log.Info("signal received", "signal", sig.String())
-		cancel()
+		select {
+		case sig := <-sigs:
+			log.Info("signal received", "signal", sig.String())
+			cancel()
+		case <-ctx.Done():
+		}
 	}()
-	if err := s.Run(ctx, sdnotify.New(os.Getenv)); err != nil {
+	getenv := func(k string) string { v, _ := lookup(k); return v }
+	if err := s.Run(ctx, sdnotify.New(getenv)); err != nil {
 		log.Error("stopped with error", "err", err)
 		return cli.ExitFail
 	}

@@ -8,8 +8,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"reflect"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -17,33 +17,110 @@ import (
 	"github.com/kelseyhightower/envconfig"
 )
 
-// Process fills spec from the variables PREFIX_*. envconfig stops at the
-// first value it cannot parse; to report every one, that variable is
-// noted, hidden from the environment, and the rest read again. The
-// environment is restored before Process returns.
-func Process(prefix string, spec any) error {
-	var (
-		errs   []error
-		hidden = map[string]string{}
-	)
-	defer func() {
-		for k, v := range hidden {
-			os.Setenv(k, v)
+// Process fills spec from the variables PREFIX_*, read with lookup
+// (os.LookupEnv in the programs; a map in tests), taking each field's
+// `default` tag when its variable is not set. It reports every value it
+// cannot parse at once, each naming its variable.
+//
+// The variables and their names are envconfig's (the struct tags, as
+// -help prints them, and Keys lists them), but not its lookup: when
+// AGG_NATS_USER is not set, envconfig.Process falls back to the bare tag
+// name, USER, which every shell and every systemd service with User= sets;
+// CONNECT, KEY or TOKEN would configure the daemon just as silently. Here
+// a variable is read under its full name only.
+func Process(prefix string, spec any, lookup func(string) (string, bool)) error {
+	var errs []error
+	for _, v := range fields(prefix, reflect.ValueOf(spec).Elem()) {
+		value, ok := lookup(v.key)
+		if !ok {
+			value, ok = v.tag.Lookup("default")
 		}
-	}()
-	for {
-		err := envconfig.Process(prefix, spec)
-		var pe *envconfig.ParseError
-		if !errors.As(err, &pe) {
-			return errors.Join(append(errs, err)...)
+		if !ok {
+			continue
 		}
-		if _, seen := hidden[pe.KeyName]; seen {
-			return errors.Join(append(errs, err)...)
+		if err := set(v.field, value); err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: not a valid %s", v.key, value, typeWord(v.field.Type().String())))
+			// The default stands in, so that checks of the values do not
+			// report this variable a second time.
+			if def, ok := v.tag.Lookup("default"); ok {
+				set(v.field, def)
+			}
 		}
-		errs = append(errs, fmt.Errorf("%s=%q: not a valid %s", pe.KeyName, pe.Value, typeWord(pe.TypeName)))
-		hidden[pe.KeyName] = pe.Value
-		os.Unsetenv(pe.KeyName)
 	}
+	return errors.Join(errs...)
+}
+
+// variable is one field of a spec and the variable it is read from.
+type variable struct {
+	key   string
+	field reflect.Value
+	tag   reflect.StructTag
+}
+
+// fields lists spec's variables as envconfig names them: PREFIX_TAG, or
+// PREFIX_FIELDNAME without a tag; a nested struct's fields take its name
+// as a further prefix, an embedded struct's are its parent's.
+func fields(prefix string, v reflect.Value) []variable {
+	var out []variable
+	t := v.Type()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if !v.Field(i).CanSet() {
+			continue
+		}
+		name := f.Name
+		if tag := f.Tag.Get("envconfig"); tag != "" {
+			name = tag
+		}
+		key := strings.ToUpper(prefix + "_" + name)
+		if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeFor[time.Duration]() {
+			inner := key
+			if f.Anonymous {
+				inner = prefix
+			}
+			out = append(out, fields(inner, v.Field(i))...)
+			continue
+		}
+		out = append(out, variable{key: key, field: v.Field(i), tag: f.Tag})
+	}
+	return out
+}
+
+// set parses value into field as envconfig does for the kinds the
+// programs use: strings, booleans, integers, durations and comma-separated
+// lists of strings (a blank value is an empty list).
+func set(field reflect.Value, value string) error {
+	switch {
+	case field.Type() == reflect.TypeFor[time.Duration]():
+		d, err := time.ParseDuration(value)
+		if err != nil {
+			return err
+		}
+		field.SetInt(int64(d))
+	case field.Kind() == reflect.String:
+		field.SetString(value)
+	case field.Kind() == reflect.Bool:
+		b, err := strconv.ParseBool(value)
+		if err != nil {
+			return err
+		}
+		field.SetBool(b)
+	case field.Kind() == reflect.Int:
+		n, err := strconv.ParseInt(value, 0, 0)
+		if err != nil {
+			return err
+		}
+		field.SetInt(n)
+	case field.Type() == reflect.TypeFor[[]string]():
+		var list []string
+		if strings.TrimSpace(value) != "" {
+			list = strings.Split(value, ",")
+		}
+		field.Set(reflect.ValueOf(list))
+	default:
+		return fmt.Errorf("unsupported type %s", field.Type())
+	}
+	return nil
 }
 
 func typeWord(goType string) string {
@@ -179,6 +256,17 @@ func appendAttrs(out []slog.Attr, prefix string, v reflect.Value) []slog.Attr {
 		default:
 			out = append(out, slog.Any(key, fv.Interface()))
 		}
+	}
+	return out
+}
+
+// Names lists the variables Process reads for spec, in order; a test of
+// each program checks that they are the ones Keys (envconfig, -help)
+// lists.
+func Names(prefix string, spec any) []string {
+	var out []string
+	for _, v := range fields(prefix, reflect.ValueOf(spec).Elem()) {
+		out = append(out, v.key)
 	}
 	return out
 }

@@ -1,6 +1,7 @@
 package envconf
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -18,13 +19,14 @@ type spec struct {
 	List []string      `envconfig:"LIST"`
 }
 
+// env is a lookup over a map, as run() is given in tests.
+func env(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
 func TestProcessReportsEveryBadVariable(t *testing.T) {
-	t.Setenv("T_N", "ten")
-	t.Setenv("T_B", "maybe")
-	t.Setenv("T_D", "soon")
-	t.Setenv("T_LIST", " a, b ,,")
 	var s spec
-	err := Process("T", &s)
+	err := Process("T", &s, env(map[string]string{"T_N": "ten", "T_B": "maybe", "T_D": "soon", "T_LIST": " a, b ,,"}))
 	if err == nil {
 		t.Fatal("want errors")
 	}
@@ -35,6 +37,47 @@ func TestProcessReportsEveryBadVariable(t *testing.T) {
 	}
 	if got := TrimList(s.List); strings.Join(got, "|") != "a|b" {
 		t.Errorf("list %q", got)
+	}
+}
+
+func TestProcessDefaultsAndValues(t *testing.T) {
+	var s spec
+	if err := Process("T", &s, env(map[string]string{"T_N": "0x10", "T_LIST": ""})); err != nil {
+		t.Fatal(err)
+	}
+	if s.N != 16 || !s.B || s.D != time.Second || s.List != nil {
+		t.Errorf("%+v", s)
+	}
+}
+
+// A variable is read under its full name only: envconfig would take USER
+// (set by every shell and by systemd's User=) for T_NATS_USER.
+func TestProcessIgnoresBareNames(t *testing.T) {
+	var s struct {
+		NATS struct {
+			User string `envconfig:"USER"`
+		} `envconfig:"NATS"`
+		N int `envconfig:"N"`
+	}
+	if err := Process("T", &s, env(map[string]string{"USER": "root", "NATS_USER": "root", "N": "5"})); err != nil {
+		t.Fatal(err)
+	}
+	if s.NATS.User != "" || s.N != 0 {
+		t.Errorf("bare names were read: %+v", s)
+	}
+	if err := Process("T", &s, env(map[string]string{"T_NATS_USER": "edge"})); err != nil || s.NATS.User != "edge" {
+		t.Errorf("T_NATS_USER: %q, %v", s.NATS.User, err)
+	}
+}
+
+// Process reads exactly the variables -help lists (envconfig's names).
+func TestProcessKeysAreEnvconfigs(t *testing.T) {
+	var keys []string
+	for _, v := range fields("T", reflect.ValueOf(&spec{}).Elem()) {
+		keys = append(keys, v.key)
+	}
+	if got, want := strings.Join(keys, " "), strings.Join(Keys("T", &spec{}), " "); got != want {
+		t.Errorf("Process reads %s; envconfig lists %s", got, want)
 	}
 }
 
