@@ -10,6 +10,8 @@ import (
 	"time"
 
 	zmq "github.com/pebbe/zmq4"
+
+	"aggregator/internal/eventually"
 )
 
 func TestKeygenAndLoad(t *testing.T) {
@@ -176,12 +178,12 @@ func TestAllowList(t *testing.T) {
 	// not retry a handshake the server refused: a client connects anew.)
 	data, _ := os.ReadFile(badPublic)
 	os.WriteFile(filepath.Join(allowedDir, "bad"), data, 0o644)
-	time.Sleep(2 * reloadEvery)
+	eventually.Within(t, 5*reloadEvery, "the list read again", func() bool { return auth.reloads.Load() == 1 })
 	if !try(badSecret, "bad again", 5*time.Second) {
 		t.Fatal("a key added to the directory did not get in")
 	}
 	os.Remove(goodPublic)
-	time.Sleep(2 * reloadEvery)
+	eventually.Within(t, 5*reloadEvery, "the list read again", func() bool { return auth.reloads.Load() == 2 })
 	if try(goodSecret, "good again", 500*time.Millisecond) {
 		t.Fatal("a key removed from the directory still got in")
 	}

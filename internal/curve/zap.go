@@ -12,6 +12,7 @@ import (
 	"time"
 
 	zmq "github.com/pebbe/zmq4"
+	"sync/atomic"
 )
 
 // zapEndpoint is where libzmq looks for the authentication handler of a
@@ -124,6 +125,7 @@ type Authenticator struct {
 	failed  string          // what it looked like when it last failed to read
 	log     *slog.Logger
 	logged  map[string]time.Time // when each refused key was last logged
+	reloads atomic.Int64         // allow-lists read again and put in force
 }
 
 // reloadEvery is how often the allow-list's files are looked at: a client
@@ -176,6 +178,7 @@ func (a *Authenticator) reload() {
 	}
 	a.stamp, a.failed = stamp, ""
 	a.allow(keys)
+	a.reloads.Add(1)
 	a.log.Info("CurveZMQ allow-list reloaded", "from", a.from, "keys", len(a.allowed))
 }
 

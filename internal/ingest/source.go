@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"log/slog"
+	"sync/atomic"
 	"time"
 )
 
@@ -82,6 +83,11 @@ type sources struct {
 	newUnattributed func() *endpoint
 
 	pending []*endpoint // endpoints with counts not yet in their stats
+
+	// reusedByOther counts connections that took a descriptor whose
+	// previous connection was another endpoint's: what the tests of a real
+	// socket must see happen before they judge the attribution.
+	reusedByOther atomic.Int64
 }
 
 // conn is what the monitor said of one connection descriptor.
@@ -137,6 +143,9 @@ func (s *sources) connected(fd int32, ep *endpoint) {
 	}
 	s.last = nil
 	old, reused := s.byFD[fd]
+	if reused && old.ep != ep {
+		s.reusedByOther.Add(1)
+	}
 	// The old connection's messages may still be waiting: those of a
 	// connection of another endpoint, or of any endpoint if the old one
 	// was already in doubt, can no longer be told from the new ones.

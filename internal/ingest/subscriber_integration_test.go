@@ -33,6 +33,9 @@ type rig struct {
 	mu   sync.Mutex
 	recs []Record
 	eps  []string
+	// hold, when set before start, keeps the sink from taking batches
+	// until it is closed.
+	hold chan struct{}
 }
 
 func newRig(t *testing.T) *rig {
@@ -77,6 +80,9 @@ func (r *rig) start() {
 	r.collected = make(chan struct{})
 	go func() {
 		defer close(r.collected)
+		if r.hold != nil {
+			<-r.hold
+		}
 		for b := range r.q.C {
 			r.q.Taken(b)
 			r.mu.Lock()
@@ -399,25 +405,60 @@ func TestPublisherLateAndRestarting(t *testing.T) {
 	}
 }
 
+// TestStopDeliversWhatWasReceived: what libzmq already holds when the
+// daemon stops is taken and handed on, not left behind. The sink is held
+// so that the receive loop stalls on a full queue and the messages pile up
+// in the socket's queue; then the stop comes, the sink goes on, and every
+// message must arrive. Without the drain at stop, only the queue's worth
+// arrived (the test fails).
 func TestStopDeliversWhatWasReceived(t *testing.T) {
 	r := newRig(t)
+	r.hold = make(chan struct{})
 	p, err := zmqtest.Bind()
 	p = mustPub(t, p, err)
-	r.add(Options{Endpoints: []string{p.Endpoint}, RcvHWM: 0})
-	r.start()
-	if err := p.WaitSubscribed(1, 5*time.Second); err != nil {
+	r.add(Options{Endpoints: []string{p.Endpoint}, RcvHWM: 100000})
+	// A witness subscribed to the same publisher: once it has every
+	// message, the publisher has sent them all, and over loopback the
+	// rig's socket has them too.
+	witness, err := r.zctx.NewSocket(zmq.SUB)
+	if err != nil {
 		t.Fatal(err)
 	}
-	for seq := range 20000 {
+	witness.SetLinger(0)
+	witness.SetRcvhwm(0)
+	witness.SetSubscribe("")
+	if err := witness.Connect(p.Endpoint); err != nil {
+		t.Fatal(err)
+	}
+	r.start()
+	if err := p.WaitSubscribed(2, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	const n = 5000
+	for seq := range n {
 		send(t, p, fmt.Sprintf("m%d", seq))
 	}
-	r.waitCount(1) // receiving has begun; stop in the middle
+	witness.SetRcvtimeo(10 * time.Second)
+	for i := range n {
+		if _, err := witness.RecvBytes(0); err != nil {
+			t.Fatalf("the witness got %d of %d: %v", i, n, err)
+		}
+	}
+	witness.Close() // before the context is terminated
+	if queued := r.q.Waiting(); queued >= n {
+		t.Fatalf("%d records queued: the queue is not holding the loop back", queued)
+	}
+	r.cancel()
+	close(r.hold)
 	r.stop()
 	r.mu.Lock()
-	n := len(r.recs)
+	got := len(r.recs)
 	r.mu.Unlock()
-	if got := r.metric("aggregator_messages_received_total", p.Endpoint); int(got) != n {
-		t.Fatalf("received metric %v but %d records reached the queue", got, n)
+	if got != n {
+		t.Fatalf("%d of %d messages delivered after the stop", got, n)
+	}
+	if m := r.metric("aggregator_messages_received_total", p.Endpoint); int(m) != n {
+		t.Errorf("received metric %v, want %d", m, n)
 	}
 }
 
@@ -622,16 +663,19 @@ func TestSharedSocketDescriptorReused(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Nobody takes from the queue: one batch fills it, the loop then
-	// waits to hand on the next, and A's messages wait in libzmq.
+	// waits to hand on the next (Waiting counts it from the moment the
+	// loop tries), and A's messages wait in libzmq.
 	send(t, a, "A first")
-	time.Sleep(50 * time.Millisecond)
+	eventually.Within(t, 5*time.Second, "a batch in the queue", func() bool { return q.Waiting() == 1 })
 	send(t, a, "A second")
-	time.Sleep(50 * time.Millisecond)
+	eventually.Within(t, 5*time.Second, "the loop waiting to hand on a second", func() bool { return q.Waiting() == 2 })
 	for i := range 100 {
 		send(t, a, fmt.Sprintf("A %d", i))
 	}
-	time.Sleep(50 * time.Millisecond)
 	a.Close()
+	// libzmq's I/O thread closes A's connection and frees its descriptor
+	// with no event the held-up loop could read: nothing to wait on but
+	// time. Whether B then gets that descriptor is checked below.
 	time.Sleep(300 * time.Millisecond)
 	b, err := bindRetry(bEP)
 	if err != nil {
@@ -693,6 +737,12 @@ func TestSharedSocketDescriptorReused(t *testing.T) {
 		t.Errorf("received for %s = %v, want 10", bEP, got)
 	}
 	t.Logf("A's messages: %v counted for A, %d unattributed", r.metric("aggregator_messages_received_total", a.Endpoint), got["unattributed"])
+	if s.src.reusedByOther.Load() == 0 {
+		t.Skip("B's connection did not get A's descriptor this time: nothing was in doubt")
+	}
+	if got["unattributed"] == 0 {
+		t.Error("B took A's descriptor while A's messages waited, yet none was written as unattributed")
+	}
 }
 
 // libzmq never reconnects to a publisher that broke the protocol, here with

@@ -261,9 +261,13 @@ func (c *compressor) pass(ctx context.Context) {
 }
 
 // pending lists uncompressed backups, oldest first (names sort by time).
+// A directory that cannot be listed is counted and logged as a
+// compression error: nothing is compressed until it can.
 func (c *compressor) pending() []string {
 	entries, err := os.ReadDir(c.dir)
 	if err != nil {
+		c.m.CompressErrors.Inc()
+		c.log.Error("list backups to compress", "dir", c.dir, "err", err)
 		return nil
 	}
 	var names []string
@@ -357,6 +361,8 @@ func (c *compressor) prune() {
 	}
 	entries, err := os.ReadDir(c.dir)
 	if err != nil {
+		c.m.RetentionErrors.Inc()
+		c.log.Error("list backups for retention", "dir", c.dir, "err", err)
 		return
 	}
 	type backup struct {
@@ -392,6 +398,8 @@ func (c *compressor) prune() {
 			continue // the forwarder has not sent it yet
 		}
 		if err := os.Remove(filepath.Join(c.dir, b.name)); err != nil {
+			c.m.RetentionErrors.Inc()
+			c.log.Error("remove backup", "file", b.name, "err", err)
 			continue
 		}
 		c.m.Pruned.Inc()

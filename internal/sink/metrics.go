@@ -22,8 +22,11 @@ type Metrics struct {
 	// PrunedUnforwarded counts backups removed before the forwarder sent
 	// them, because too many waited.
 	PrunedUnforwarded prometheus.Counter
-	SyncSeconds       prometheus.Histogram
-	SyncErrors        prometheus.Counter
+	// RetentionErrors counts backups retention could not remove, and
+	// directories it could not list: a disk that fills unseen otherwise.
+	RetentionErrors prometheus.Counter
+	SyncSeconds     prometheus.Histogram
+	SyncErrors      prometheus.Counter
 	// A file per source (a template in AGG_LOG_FILE).
 	FilesOpen, FilesKnown prometheus.Gauge
 	FilesClosed           *prometheus.CounterVec
@@ -77,6 +80,10 @@ func NewMetrics(reg prometheus.Registerer, dropped *prometheus.CounterVec) *Metr
 			Name: "aggregator_backups_removed_unforwarded_total",
 			Help: "Rotated backups removed before they were forwarded to NATS: more than 10 times AGG_MAX_BACKUPS waited.",
 		}),
+		RetentionErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "aggregator_retention_errors_total",
+			Help: "Backups retention could not remove, and log directories it could not list (AGG_MAX_BACKUPS, AGG_MAX_AGE_DAYS then do not hold; retried after the next rotation).",
+		}),
 		SyncSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "aggregator_file_sync_seconds",
 			Help:    "Time taken by each sync (fdatasync) of the log file: at AGG_SYNC_INTERVAL, at rotation and stop, before forwarding and before a central acknowledges.",
@@ -113,7 +120,7 @@ func NewMetrics(reg prometheus.Registerer, dropped *prometheus.CounterVec) *Metr
 		m.FilesClosed.WithLabelValues(reason)
 	}
 	reg.MustRegister(m.Lines, m.Bytes, m.WriteErrors, m.Rotations, m.Reopens,
-		m.Compressed, m.CompressErrors, m.CompressPending, m.Pruned, m.PrunedUnforwarded, m.SyncSeconds, m.SyncErrors,
+		m.Compressed, m.CompressErrors, m.CompressPending, m.Pruned, m.PrunedUnforwarded, m.RetentionErrors, m.SyncSeconds, m.SyncErrors,
 		m.FilesOpen, m.FilesKnown, m.FilesClosed, m.RouteOverflow)
 	return m
 }

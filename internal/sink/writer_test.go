@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 
+	"aggregator/internal/eventually"
 	"aggregator/internal/ingest"
 	"aggregator/internal/route"
 )
@@ -243,17 +244,10 @@ func TestIdleWriterFlushesWithoutWaitingForTheInterval(t *testing.T) {
 	// The loop's tick comes after a second at the earliest (the interval is
 	// an hour); a line seen well before that was written because nothing
 	// more was waiting.
-	deadline := time.Now().Add(500 * time.Millisecond)
-	for {
+	eventually.Within(t, 500*time.Millisecond, "an idle writer writes its line", func() bool {
 		data, _ := os.ReadFile(h.path)
-		if strings.Count(string(data), "\n") == 1 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("an idle writer kept its line in the buffer")
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return strings.Count(string(data), "\n") == 1
+	})
 }
 
 func TestFullDiskIsCountedNotFatal(t *testing.T) {
@@ -305,13 +299,7 @@ func waitLines(t *testing.T, path string, n int) {
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 10s")
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	eventually.Within(t, 10*time.Second, "the lines in the file", cond)
 }
 
 func TestShortSyncIntervalIsKept(t *testing.T) {
@@ -320,13 +308,7 @@ func TestShortSyncIntervalIsKept(t *testing.T) {
 	// the next flush tick (a second at the earliest here).
 	h := start(t, Options{FlushInterval: time.Hour, SyncInterval: 20 * time.Millisecond})
 	h.feed(0, 1, "synced")
-	deadline := time.Now().Add(500 * time.Millisecond)
-	for syncs(t, h.m) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the line was not synced within 500 ms with a 20 ms sync interval")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	eventually.Within(t, 500*time.Millisecond, "a sync with a 20 ms sync interval", func() bool { return syncs(t, h.m) > 0 })
 }
 
 // syncs is how many times the writer has synced its file.
@@ -355,16 +337,9 @@ func TestIdleFilePerSourceFlushesWithoutWaitingForTheInterval(t *testing.T) {
 	// Lines of a file per source wait for the input to pause (a
 	// millisecond), not for the tick, which comes after a second at the
 	// earliest here.
-	deadline := time.Now().Add(500 * time.Millisecond)
-	for {
+	eventually.Within(t, 500*time.Millisecond, "an idle writer writes the lines of a file per source", func() bool {
 		a, _ := os.ReadFile(filepath.Join(dir, "a.log"))
 		bb, _ := os.ReadFile(filepath.Join(dir, "b.log"))
-		if strings.Count(string(a), "\n") == 1 && strings.Count(string(bb), "\n") == 1 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("an idle writer kept the lines of a file per source in the buffer")
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return strings.Count(string(a), "\n") == 1 && strings.Count(string(bb), "\n") == 1
+	})
 }
