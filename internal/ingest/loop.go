@@ -114,7 +114,7 @@ func (l *loop) run(ctx context.Context) error {
 				b = l.q.Get()
 			}
 			errno := s.recv.fill(b)
-			l.due(s.takeDue())
+			l.due(s.st.takeDue())
 			switch errno {
 			case 0: // b is full; the socket may hold more
 				l.markReady(i)
@@ -170,7 +170,7 @@ func (l *loop) wait() error {
 			}
 			s := l.subs[tok/2]
 			l.due(s.drainEvents(now))
-			if s.wantsEmptyRead() {
+			if s.st.wantsEmptyRead() {
 				l.markReady(tok / 2)
 			}
 		default:
@@ -180,12 +180,12 @@ func (l *loop) wait() error {
 	if !l.flushAt.IsZero() && !time.Now().Before(l.flushAt) {
 		now, l.flushAt = time.Now(), time.Time{}
 		for i, s := range l.subs {
-			l.due(s.flushEvents(now))
-			if len(s.down) > 0 {
+			l.due(s.st.flushEvents(now))
+			if s.st.anyDown() {
 				due, read := s.revive(now)
 				l.due(due)
-				l.due(s.takeDue())
-				if read || s.wantsEmptyRead() {
+				l.due(s.st.takeDue())
+				if read || s.st.wantsEmptyRead() {
 					l.markReady(i)
 				}
 			}
@@ -225,7 +225,7 @@ func (l *loop) drain() {
 				break
 			}
 			if time.Now().After(deadline) {
-				s.src.eps[0].log.Warn("stop: publishers still sending after the drain time; the rest is lost", "socket", s.Endpoint(), "drain", stopDrainMax)
+				s.st.src.eps[0].log.Warn("stop: publishers still sending after the drain time; the rest is lost", "socket", s.Endpoint(), "drain", stopDrainMax)
 				break
 			}
 		}

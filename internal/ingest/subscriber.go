@@ -170,20 +170,14 @@ var monitorSeq atomic.Int64
 // endpoints. After NewSubscriber returns, only the receive loop that runs
 // it (loop.go) touches them: zmq sockets are not thread-safe.
 type Subscriber struct {
-	opt  Options
-	sock *zmq.Socket
-	mon  *zmq.Socket
-	recv *receiver
-	src  *sources  // the endpoints, owned by the loop like the sockets
-	due  time.Time // when an event summary noted during a receive is due; owned by the loop
-	// The endpoints still down, and how many reads that find the socket
-	// empty revive waits for before it restarts them (zero: none
-	// pending): owned by the loop.
-	down         []*endpoint
-	restartAfter uint64
-	q            *Queue
-	m            *Metrics
-	ready        atomic.Bool
+	opt   Options
+	sock  *zmq.Socket
+	mon   *zmq.Socket
+	recv  *receiver
+	st    *socketState // its endpoints' connections, owned by the loop like the sockets
+	q     *Queue
+	m     *Metrics
+	ready atomic.Bool
 }
 
 // NewSubscriber creates the socket and binds or connects it, so that a bad
@@ -197,14 +191,15 @@ func NewSubscriber(zctx *zmq.Context, opt Options, q *Queue, m *Metrics, log *sl
 	for i, name := range opt.Endpoints {
 		eps[i] = &endpoint{name: name, stats: m.forEndpoint(name), log: log.With("endpoint", name)}
 	}
-	s.src = newSources(eps, func() *endpoint {
+	src := newSources(eps, func() *endpoint {
 		ep := &endpoint{name: Unattributed, stats: m.unattributedStats(), log: log.With("endpoint", Unattributed)}
 		ep.log.Warn("a message or event of a shared socket whose endpoint is uncertain: it is counted and written as unattributed (see docs/architecture.md)",
 			"socket", s.Endpoint())
 		return ep
 	})
-	s.src.refresh = func() { s.due = earliest(s.due, s.drainEvents(time.Now())) }
-	s.src.eventsWaiting = func() bool {
+	s.st = &socketState{bind: opt.Bind, reconnectMax: opt.ReconnectMax, src: src}
+	src.refresh = func() { s.st.due = earliest(s.st.due, s.drainEvents(time.Now())) }
+	src.eventsWaiting = func() bool {
 		// ZMQ_EVENTS costs one call into libzmq and no allocation, where a
 		// receive that finds nothing costs an error value.
 		ev, err := s.mon.GetEvents()
@@ -239,7 +234,7 @@ func NewSubscriber(zctx *zmq.Context, opt Options, q *Queue, m *Metrics, log *sl
 			return nil, fmt.Errorf("%s %s: %w", verb, ep, err)
 		}
 	}
-	s.recv = newReceiver(s.sock, s.src, opt.MaxMessageBytes, opt.WantPeer, opt.StripNewline)
+	s.recv = newReceiver(s.sock, src, opt.MaxMessageBytes, opt.WantPeer, opt.StripNewline)
 	s.ready.Store(true)
 	return s, nil
 }
@@ -328,7 +323,7 @@ func (s *Subscriber) fds() (sock, mon int, err error) {
 // deliver hands b to the sink, and publishes the counts of what was
 // received.
 func (s *Subscriber) deliver(b *Batch) {
-	s.src.publish()
+	s.st.src.publish()
 	n := len(b.Records)
 	if n == 0 {
 		s.q.Recycle(b)
@@ -338,77 +333,26 @@ func (s *Subscriber) deliver(b *Batch) {
 	s.q.Send(b)
 }
 
-// drainEvents reads the monitor socket until it is empty: each event is
-// counted for the endpoint it is about, moves that endpoint's connection
-// gauge, and is logged at a bounded rate. It returns when an event log
-// next has a summary to write (zero: none).
+// drainEvents reads the monitor socket until it is empty, giving each
+// event to the socket's state (socketState.onEvent). It returns when
+// something is next due (zero: nothing).
 func (s *Subscriber) drainEvents(now time.Time) (due time.Time) {
 	for {
 		ev, addr, val, err := s.mon.RecvEvent(zmq.DONTWAIT)
 		if err != nil {
 			return due
 		}
-		fd := int32(val) // for connected and disconnected events
-		ep := s.src.ofEvent(addr, fd, ev == zmq.EVENT_DISCONNECTED)
-		kind := eventKind(ev)
-		ep.stats.events[kind].Add(1)
-		// An endpoint the daemon connects to has one connection or none,
-		// whatever order libzmq's threads report them in.
-		single := !s.opt.Bind && ep != s.src.unattributed
-		delta := 0
-		switch ev {
-		case zmq.EVENT_CONNECTED:
-			s.src.connected(fd, ep)
-			s.wentUp(ep, now)
-			delta = 1
-			if single {
-				delta = 1 - ep.conns
-			}
-		case zmq.EVENT_ACCEPTED:
-			delta = 1
-		case zmq.EVENT_DISCONNECTED: // also ends every accepted connection whose handshake failed
-			s.src.disconnected(fd)
-			if ep.conns > 0 {
-				delta = -1
-			}
-			if single {
-				delta = -ep.conns
-			}
-		}
-		ep.conns += delta
-		ep.stats.connections.Add(int64(delta))
-		ep.events.note(ep.log, now, kind, eventLevel(ev), addr)
-		due = earliest(due, ep.events.next())
-		if ev == zmq.EVENT_DISCONNECTED {
-			due = earliest(due, s.wentDown(ep, now))
-		}
+		// val is the descriptor for connected and disconnected events.
+		due = earliest(due, s.st.onEvent(now, monitorEvent{kind: eventKind(ev), addr: addr, fd: int32(val)}))
 	}
 }
 
-// wantsEmptyRead reports whether the socket should be read until it is
-// empty now rather than at its next message: after a disconnection, a
-// shared socket's descriptor stays in doubt (sources) and an endpoint that
-// went down cannot be restarted (revive.go) until it has been.
-func (s *Subscriber) wantsEmptyRead() bool { return s.src.closingWaits() }
-
-// takeDue is when an event summary noted while receiving is due (zero:
-// none), for the loop to wait for.
-func (s *Subscriber) takeDue() time.Time {
-	due := s.due
-	s.due = time.Time{}
-	return due
-}
-
-// flushEvents writes the event summaries that are due, and returns when
-// the next one is (zero: none).
-func (s *Subscriber) flushEvents(now time.Time) (due time.Time) {
-	for _, ep := range s.src.eps {
-		due = earliest(due, ep.events.flush(ep.log, now))
-	}
-	if ep := s.src.unattributed; ep != nil {
-		due = earliest(due, ep.events.flush(ep.log, now))
-	}
-	return due
+// revive has the socket's state connect again to endpoints that stayed
+// down (see socketState), after reading the monitor: a connection libzmq
+// made a moment ago must not be cut.
+func (s *Subscriber) revive(now time.Time) (due time.Time, read bool) {
+	s.st.due = earliest(s.st.due, s.drainEvents(now))
+	return s.st.revive(now, s.sock.Disconnect, s.sock.Connect)
 }
 
 // earliest is the earlier of two times, where zero means never.
@@ -421,9 +365,9 @@ func earliest(a, b time.Time) time.Time {
 
 // eventLevel is how loud an event is in the daemon's log: state changes an
 // operator cares about at info, trouble at warn.
-func eventLevel(ev zmq.Event) slog.Level {
-	switch ev {
-	case zmq.EVENT_CONNECTED, zmq.EVENT_ACCEPTED, zmq.EVENT_LISTENING:
+func eventLevel(kind int) slog.Level {
+	switch kind {
+	case evConnected, evAccepted, evListening:
 		return slog.LevelInfo
 	default:
 		return slog.LevelWarn

@@ -737,7 +737,7 @@ func TestSharedSocketDescriptorReused(t *testing.T) {
 		t.Errorf("received for %s = %v, want 10", bEP, got)
 	}
 	t.Logf("A's messages: %v counted for A, %d unattributed", r.metric("aggregator_messages_received_total", a.Endpoint), got["unattributed"])
-	if s.src.reusedByOther.Load() == 0 {
+	if s.st.src.reusedByOther.Load() == 0 {
 		t.Skip("B's connection did not get A's descriptor this time: nothing was in doubt")
 	}
 	if got["unattributed"] == 0 {
