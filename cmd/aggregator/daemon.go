@@ -123,7 +123,9 @@ func newDaemon(cfg Config, log *slog.Logger, getenv func(string) string) (d *dae
 
 	if cfg.NATS.Consuming() {
 		if d.cons, err = consume.New(consume.Options{
-			Conn:         cfg.NATS.Options(cfg.LogFile),
+			Server:       cfg.NATS.Server(),
+			Subject:      cfg.NATS.Subject,
+			Partitions:   cfg.NATS.Partitions,
 			Stream:       cfg.NATS.Consume,
 			Durable:      cfg.NATS.ConsumerName(),
 			Partition:    cfg.NATS.Partition,

@@ -44,8 +44,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"aggregator/internal/forward"
 	"aggregator/internal/ingest"
+	"aggregator/internal/natsconn"
 	"aggregator/internal/sink"
 	"aggregator/internal/statefile"
 	"aggregator/internal/subjects"
@@ -53,9 +53,13 @@ import (
 
 // Options say what to consume and where the lines go.
 type Options struct {
-	Conn    forward.Options // servers and credentials
-	Stream  string
-	Durable string
+	Server natsconn.Options // the servers and the login
+	// Subject and Partitions are the edges' subject prefix and the
+	// stream's partitions (AGG_NATS_SUBJECT, AGG_NATS_PARTITIONS).
+	Subject    string
+	Partitions int
+	Stream     string
+	Durable    string
 	// Partition is the one partition to consume; -1: every chunk.
 	Partition int
 	Log       string // the live file; the state is kept next to it
@@ -262,7 +266,7 @@ func New(opt Options, m *Metrics, log *slog.Logger) (*Consumer, error) {
 		stateF = filepath.Join(filepath.Dir(opt.Log), ".central"+stateName)
 	}
 	c := &Consumer{opt: opt, m: m, log: log, stateF: stateF,
-		layout: subjects.Layout{Prefix: opt.Conn.Subject, Partitions: opt.Conn.Partitions}}
+		layout: subjects.Layout{Prefix: opt.Subject, Partitions: opt.Partitions}}
 	from, err := statefile.Load(c.stateF, &c.st)
 	if err != nil {
 		return nil, fmt.Errorf("consumer state: %w; to take the whole stream again, remove %s and its .prev and empty %s", err, c.stateF, opt.Log)
@@ -280,7 +284,7 @@ func New(opt Options, m *Metrics, log *slog.Logger) (*Consumer, error) {
 	if err := c.rewindPending(); err != nil {
 		return nil, err
 	}
-	if c.nc, err = opt.Conn.Connect("aggregator central", c.fail); err != nil {
+	if c.nc, err = opt.Server.Connect("aggregator central", c.fail); err != nil {
 		return nil, err
 	}
 	if c.js, err = jetstream.New(c.nc); err != nil {

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"aggregator/internal/envconf"
+	"aggregator/internal/natsconn"
 	"aggregator/internal/subjects"
 )
 
@@ -136,7 +137,12 @@ func (c *Config) Options(log string) Options {
 	if edge == "" {
 		edge, _ = os.Hostname()
 	}
-	return Options{URLs: c.URLs, Stream: c.Stream, Subject: c.Subject, Replicas: c.Replicas, Edge: edge, Partitions: c.Partitions,
-		Creds: c.Creds, NKeySeed: c.NKeySeed, User: c.User, Password: c.Password, Token: c.Token,
-		CA: c.CA, Cert: c.Cert, Key: c.Key, Log: log}
+	return Options{Options: c.Server(), Stream: c.Stream, Subject: c.Subject, Replicas: c.Replicas, Edge: edge, Partitions: c.Partitions, Log: log}
+}
+
+// Server is how to reach and log in to the NATS servers, for an edge's
+// forwarder and a central's consumer alike.
+func (c *Config) Server() natsconn.Options {
+	return natsconn.Options{URLs: c.URLs, Creds: c.Creds, NKeySeed: c.NKeySeed, User: c.User, Password: c.Password, Token: c.Token,
+		CA: c.CA, Cert: c.Cert, Key: c.Key}
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"aggregator/internal/natsconn"
 	"aggregator/internal/route"
 	"aggregator/internal/sink"
 	"aggregator/internal/subjects"
@@ -32,17 +33,14 @@ import (
 
 // Options say where lines go and how to get there.
 type Options struct {
-	URLs     []string
-	Stream   string
-	Subject  string
-	Replicas int // of a stream the forwarder creates
-	Edge     string
+	natsconn.Options // the servers and the login
+	Stream           string
+	Subject          string
+	Replicas         int // of a stream the forwarder creates
+	Edge             string
 	// Partitions of a stream the forwarder creates (0: none); a stream
 	// that exists with others is an error.
 	Partitions int
-
-	Creds, NKeySeed, User, Password, Token string
-	CA, Cert, Key                          string
 
 	// Log is the live file; the checkpoint is kept next to it. With
 	// Route, Log is a template and each of its files is forwarded.

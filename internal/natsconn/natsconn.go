@@ -1,4 +1,8 @@
-package forward
+// Package natsconn connects to NATS servers the way both ends of the
+// JetStream path do: an edge's forwarder and a central's consumer log in
+// with the same credentials and TLS settings, retry in the background and
+// report disconnections the same way.
+package natsconn
 
 import (
 	"fmt"
@@ -7,6 +11,15 @@ import (
 
 	"github.com/nats-io/nats.go"
 )
+
+// Options are the servers and the login.
+type Options struct {
+	URLs []string
+	// At most one way to log in (the configuration checks it).
+	Creds, NKeySeed, User, Password, Token string
+	// TLS: the servers' CA, and a client certificate.
+	CA, Cert, Key string
+}
 
 // Connect connects to the servers with the options' credentials and TLS,
 // retrying in the background (a server that is down at start is not an
