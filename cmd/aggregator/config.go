@@ -180,9 +180,10 @@ func (c *Config) Validate() error {
 	return problems.Err()
 }
 
-// Reconnect attempts cost libzmq's I/O thread about 30 µs each (measured
-// with 1,000 endpoints nobody listens on); the automatic back-off cap keeps
-// them to about maxAttemptsPerSecond.
+// Each reconnect attempt costs libzmq's I/O thread CPU, which adds up with
+// a thousand endpoints nobody listens on (docs/performance.md: an idle
+// daemon's CPU with them absent); the automatic back-off cap keeps the
+// attempts to about maxAttemptsPerSecond.
 const maxAttemptsPerSecond = 500
 
 // reconnectMax is the effective AGG_RECONNECT_MAX.

@@ -10,9 +10,9 @@ import (
 
 // Metrics are the ingest side's instruments. The per-endpoint series are
 // plain atomic counters in each endpoint's stats, turned into metrics only
-// when scraped (see Collect): with a thousand endpoints, a labelled child
-// per endpoint and series cost about 5 KiB of heap each, twice that in
-// resident memory once the garbage collector's headroom is counted.
+// when scraped (see Collect): a labelled child per endpoint and series
+// costs heap for every endpoint, even a quiet one (measured in
+// docs/performance.md).
 type Metrics struct {
 	LastMessage prometheus.Gauge
 	// Dropped counts messages received but never written, by reason. The

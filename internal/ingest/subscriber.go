@@ -107,12 +107,11 @@ func FilesNeeded(connect, bind, subscribers int) int {
 // beyond n, those that can share (see shareable) share n sockets. Every
 // endpoint is still counted, shown and logged on its own (see sources).
 //
-// A socket and its monitor cost libzmq about 20 KiB: a thousand
-// publishers took 20 MiB more on a socket each than on shared ones (see
-// docs/performance.md). Sharing costs time instead: telling the endpoints
-// of a message apart (ZMQ_SRCFD) took about 0.1 µs a message, a fifth of
-// the daemon's CPU at its peak rate, so a few busy publishers keep their
-// own sockets.
+// A socket and its monitor cost libzmq memory for every endpoint that
+// has one; sharing costs time instead, telling the endpoints of each
+// message apart (ZMQ_SRCFD), so a few busy publishers keep their own
+// sockets. The figures of both are in docs/performance.md and
+// docs/architecture.md.
 func Group(opts []Options, n int) []Options {
 	n = max(n, 1)
 	var out []Options
