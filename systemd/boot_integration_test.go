@@ -306,9 +306,11 @@ func TestUnderSystemd(t *testing.T) {
 	if m.show("downcase", "ActiveState") != "active" {
 		t.Errorf("downcase, started by hand, is not running after the upgrade")
 	}
+	// Both were restarted, in either order: wait for the connection, not
+	// for a count of connections.
 	eventually.Within(t, 10*time.Second, "aggregator reconnects to downcase", func() bool {
 		_, metrics := m.get("http://127.0.0.1:9780/metrics")
-		return strings.Contains(metrics, `aggregator_connection_events_total{endpoint="tcp://127.0.0.1:4444",event="connected"} 1`)
+		return strings.Contains(metrics, `aggregator_endpoint_connections{endpoint="tcp://127.0.0.1:4444"} 1`)
 	})
 	third := demo("UpGrAdEd")
 	eventually.Within(t, 5*time.Second, "the line reaches "+edited, func() bool {
