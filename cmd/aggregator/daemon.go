@@ -23,6 +23,7 @@ import (
 	"aggregator/internal/curve"
 	"aggregator/internal/forward"
 	"aggregator/internal/ingest"
+	"aggregator/internal/queue"
 	"aggregator/internal/route"
 	"aggregator/internal/sdnotify"
 	"aggregator/internal/sink"
@@ -38,7 +39,7 @@ const httpShutdownWait = 2 * time.Second
 //	                      │ stamps receive time, batches
 //	JetStream ─▶ consume.Consumer (a central daemon)
 //	                      ▼
-//	               ingest.Queue (fixed number of batches)
+//	               queue.Queue (fixed number of batches)
 //	                      │
 //	                      ▼
 //	               sink.Writer (one goroutine) ─▶ subscriber.log + backups
@@ -52,7 +53,7 @@ type daemon struct {
 	log      *slog.Logger
 	reg      *prometheus.Registry
 	zctx     *zmq.Context
-	queue    *ingest.Queue
+	queue    *queue.Queue
 	subs     []*ingest.Subscriber
 	writer   *sink.Writer
 	listener net.Listener
@@ -89,7 +90,7 @@ func newDaemon(cfg Config, log *slog.Logger, getenv func(string) string) (d *dae
 		collectors.NewBuildInfoCollector(),
 	)
 	d.reg.MustRegister(zmqbuild.Collectors()...)
-	d.queue = ingest.NewQueue(cfg.QueueBatches)
+	d.queue = queue.NewQueue(cfg.QueueBatches)
 	im := ingest.NewMetrics(d.reg, d.queue)
 	sm := sink.NewMetrics(d.reg, im.Dropped)
 

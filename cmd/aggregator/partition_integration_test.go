@@ -14,7 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"aggregator/internal/eventually"
-	"aggregator/internal/ingest"
+	"aggregator/internal/queue"
 	"aggregator/internal/route"
 	"aggregator/internal/sink"
 	"aggregator/internal/statefile"
@@ -236,7 +236,7 @@ func TestCentralFilePerEdge(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return filepath.Join(dir, string(tpl.AppendName(nil, &ingest.Record{Edge: edge})))
+		return filepath.Join(dir, string(tpl.AppendName(nil, &queue.Record{Edge: edge})))
 	}
 	for k, name := range names {
 		eventually.Within(t, 30*time.Second, "the central's file of "+name+" holds every line", func() bool {
@@ -259,7 +259,7 @@ func TestCentralFilePerEdge(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st["pending"] = []ingest.FileAt{{Path: torn, Inode: sink.Inode(info), Size: info.Size()}}
+	st["pending"] = []queue.FileAt{{Path: torn, Inode: sink.Inode(info), Size: info.Size()}}
 	if err := statefile.Save(stateFile, st); err != nil {
 		t.Fatal(err)
 	}
@@ -329,7 +329,7 @@ func TestForwardFilePerTopic(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return filepath.Join(tpl.Dir(), string(tpl.AppendName(nil, &ingest.Record{Edge: "edge1", Source: topic})))
+		return filepath.Join(tpl.Dir(), string(tpl.AppendName(nil, &queue.Record{Edge: "edge1", Source: topic})))
 	}
 	edge := startAgg(t, edgeEnv)
 	pub := connectTo(t, bindEP)

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"aggregator/internal/ingest"
+	"aggregator/internal/queue"
 	"aggregator/internal/route"
 	"aggregator/internal/sink"
 )
@@ -38,7 +38,7 @@ func fileOf(t *testing.T, template, topic string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	name := tpl.AppendName(nil, &ingest.Record{Frames: [][]byte{[]byte(topic), []byte("x")}})
+	name := tpl.AppendName(nil, &queue.Record{Frames: [][]byte{[]byte(topic), []byte("x")}})
 	return filepath.Join(tpl.Dir(), string(name))
 }
 

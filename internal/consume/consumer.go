@@ -44,8 +44,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"aggregator/internal/ingest"
 	"aggregator/internal/natsconn"
+	"aggregator/internal/queue"
 	"aggregator/internal/sink"
 	"aggregator/internal/statefile"
 	"aggregator/internal/subjects"
@@ -172,7 +172,7 @@ type state struct {
 	// Pending are, with a file per edge, the files a batch is being
 	// written to and their sizes before it: saved before its first byte,
 	// cleared once it is synced. At start each is cut back to its size.
-	Pending []ingest.FileAt `json:"pending,omitempty"`
+	Pending []queue.FileAt `json:"pending,omitempty"`
 }
 
 type held struct {
@@ -404,7 +404,7 @@ var errGap = errors.New("a chunk is missing from the delivery; taking the stream
 // Run consumes until ctx is done, sending lines to q. Failures are retried
 // with a back-off; Run returns early only when the state could not be
 // saved.
-func (c *Consumer) Run(ctx context.Context, q *ingest.Queue) error {
+func (c *Consumer) Run(ctx context.Context, q *queue.Queue) error {
 	defer c.nc.Close()
 	wait := 100 * time.Millisecond
 	var cons jetstream.Consumer
@@ -623,7 +623,7 @@ func nakAll(msgs []jetstream.Msg) {
 // batches, each saving the state once synced; then it acknowledges the
 // window. Any early return first hands back (Nak) what it fetched and did
 // not finish.
-func (c *Consumer) round(ctx context.Context, cons jetstream.Consumer, q *ingest.Queue) (err error) {
+func (c *Consumer) round(ctx context.Context, cons jetstream.Consumer, q *queue.Queue) (err error) {
 	msgs, err := fetchWindow(cons, c.backlog)
 	fetched := time.Now()
 	c.backlog = len(msgs) == fetchBatch
@@ -662,7 +662,7 @@ func (c *Consumer) round(ctx context.Context, cons jetstream.Consumer, q *ingest
 	// Plan: the window's new lines, in durable batches that each fit in
 	// a file, and the state each leaves.
 	type write struct {
-		records []ingest.Record
+		records []queue.Record
 		bytes   int
 		after   state
 	}
@@ -721,7 +721,7 @@ func (c *Consumer) round(ctx context.Context, cons jetstream.Consumer, q *ingest
 		}
 		out := annotate(data, edge)
 		for line := range bytes.Lines(out) {
-			cur.records = append(cur.records, ingest.Record{Frames: [][]byte{line[:len(line)-1]}, Edge: edge, Source: source})
+			cur.records = append(cur.records, queue.Record{Frames: [][]byte{line[:len(line)-1]}, Edge: edge, Source: source})
 			cur.bytes += len(line)
 		}
 	}
@@ -752,7 +752,7 @@ func (c *Consumer) round(ctx context.Context, cons jetstream.Consumer, q *ingest
 		after := w.after
 		if c.opt.Routed {
 			before := c.st.clone()
-			b.Before = func(files []ingest.FileAt) error {
+			b.Before = func(files []queue.FileAt) error {
 				before.Pending = files
 				if err := statefile.Save(c.stateF, before); err != nil {
 					return fmt.Errorf("save consumer state: %w", err)
@@ -760,7 +760,7 @@ func (c *Consumer) round(ctx context.Context, cons jetstream.Consumer, q *ingest
 				return nil
 			}
 		}
-		b.Done = func(res ingest.Written) {
+		b.Done = func(res queue.Written) {
 			err := res.Err
 			if err == nil {
 				after.Size, after.Inode = res.Size, res.Inode

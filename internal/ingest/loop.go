@@ -8,6 +8,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"aggregator/internal/queue"
 )
 
 // A receive loop owns many subscribers and waits for all of them at once,
@@ -23,7 +25,7 @@ import (
 // turn, after every other ready socket had its turn.
 type loop struct {
 	subs    []*Subscriber
-	q       *Queue
+	q       *queue.Queue
 	epfd    int
 	wake    [2]int // a pipe: ctx's end writes to [1] so that epoll_wait returns
 	ready   []int  // subscribers (indexes into subs) that may hold messages
@@ -40,7 +42,7 @@ const wakeToken = -1
 // one loop keeps up with libzmq's I/O thread (docs/performance.md).
 const maxLoops = 8
 
-func newLoop(subs []*Subscriber, q *Queue) (_ *loop, err error) {
+func newLoop(subs []*Subscriber, q *queue.Queue) (_ *loop, err error) {
 	l := &loop{subs: subs, q: q, isReady: make([]bool, len(subs)), evs: make([]syscall.EpollEvent, 256), wake: [2]int{-1, -1}}
 	defer func() {
 		if err != nil {
@@ -100,7 +102,7 @@ func (l *loop) run(ctx context.Context) error {
 		l.markReady(i)
 		l.due(s.drainEvents(now))
 	}
-	var b *Batch
+	var b *queue.Batch
 	for ctx.Err() == nil {
 		if err := l.wait(); err != nil {
 			return err
@@ -217,7 +219,7 @@ func (l *loop) drain() {
 		b := l.q.Get()
 		for {
 			errno := s.recv.fill(b)
-			if b.full() {
+			if full(b) {
 				s.deliver(b)
 				b = l.q.Get()
 			}
@@ -253,7 +255,7 @@ func (l *loop) closeFDs() {
 // since the daemon would otherwise run on with a silent gap in its inputs.
 // Whoever runs it closes q.C once it and any other producer have
 // returned: the sink then knows it has seen every received record.
-func RunAll(ctx context.Context, subs []*Subscriber, q *Queue) error {
+func RunAll(ctx context.Context, subs []*Subscriber, q *queue.Queue) error {
 	if len(subs) == 0 {
 		return nil
 	}

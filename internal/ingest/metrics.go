@@ -6,6 +6,8 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"aggregator/internal/queue"
 )
 
 // Metrics are the ingest side's instruments. The per-endpoint series are
@@ -26,9 +28,9 @@ type Metrics struct {
 	received, bytes, truncated, events, connections *prometheus.Desc
 }
 
-// NewMetrics registers the ingest metrics with reg. queue, when not nil, is
+// NewMetrics registers the ingest metrics with reg. q, when not nil, is
 // exported as the number of records waiting for the sink.
-func NewMetrics(reg prometheus.Registerer, queue *Queue) *Metrics {
+func NewMetrics(reg prometheus.Registerer, q *queue.Queue) *Metrics {
 	ep := []string{"endpoint"}
 	m := &Metrics{
 		LastMessage: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -52,11 +54,11 @@ func NewMetrics(reg prometheus.Registerer, queue *Queue) *Metrics {
 			"Connections to publishers open now, by configured endpoint: 0 or 1 for an endpoint the daemon connects to, the number of connected publishers for one it binds.", ep, nil),
 	}
 	reg.MustRegister(m, m.LastMessage, m.Dropped)
-	if queue != nil {
+	if q != nil {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "aggregator_queue_records",
 			Help: "Records received and waiting to be written.",
-		}, func() float64 { return float64(queue.Waiting()) }))
+		}, func() float64 { return float64(q.Waiting()) }))
 	}
 	return m
 }

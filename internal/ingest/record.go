@@ -1,78 +1,9 @@
 // Package ingest receives messages from ZeroMQ publishers and hands them,
-// stamped with their receive time, to the sink in bounded batches.
+// stamped with their receive time, to the writer in bounded batches
+// (package queue).
 package ingest
 
-import "sync/atomic"
-
-// Record is one received message. A multipart message is one Record.
-type Record struct {
-	// Endpoint is the configured endpoint the message came in on.
-	Endpoint string
-	// Time is the wall-clock receive time in Unix nanoseconds. An int64
-	// rather than a time.Time keeps a Record small: batches sit in the
-	// queue and their size is the daemon's memory bound.
-	Time int64
-	// Peer is the address libzmq reports for the sending connection
-	// (metadata property "Peer-Address"); empty unless Options.WantPeer.
-	Peer string
-	// Frames are the message parts as received. In a multipart message
-	// frame 0 is the topic. Frames of a truncated message are cut so that
-	// their total length is the configured maximum.
-	Frames [][]byte
-	// Truncated is set when the message was longer than the maximum.
-	Truncated bool
-	// Edge is, on a central, the edge that received the line, and Source
-	// the edge's file it was in, without its extension.
-	Edge, Source string
-}
-
-// Batch is a run of records from one producer: a subscriber's socket, or
-// a central's consumer. Batching amortises the channel hand-off and the
-// metric updates over many messages; a subscriber closes a batch as soon
-// as its socket has nothing more waiting, so batching adds no latency to
-// an idle daemon.
-type Batch struct {
-	Records []Record
-
-	// Raw marks records whose first frame is a finished line (a line a
-	// central daemon takes from the stream): the writer writes it as it is.
-	Raw bool
-	// Durable asks the writer to keep the batch's lines in one file (it
-	// rotates first when they would not fit) and to sync the file before
-	// Done: the central's group commit, one fdatasync per batch.
-	Durable bool
-	// Done, when set, is called by the writer's goroutine once the batch's
-	// lines are written (and, with Durable, synced) or could not be. A
-	// rotation cannot fall between the write and Done, so what Done saves
-	// of Written describes the file as it is.
-	Done func(Written)
-	// Before, when set on a Durable batch, is called by the writer's
-	// goroutine once it knows the files the batch goes to, after any
-	// rotation and before the first byte is written: what it saves of
-	// them is what a crash in the write must be cut back to. An error
-	// stops the batch before it is written.
-	Before func([]FileAt) error
-
-	buf    []byte   // the packed messages the records' frames point into (C memory, see recv.go and recv.c)
-	frames [][]byte // backing array for the records' Frames
-	closed bool     // buf has no room for another message
-}
-
-// FileAt is a file and its size at a moment: Inode tells a file from
-// the one that took its path after a rotation.
-type FileAt struct {
-	Path  string `json:"path"`
-	Inode uint64 `json:"inode"`
-	Size  int64  `json:"size"`
-}
-
-// Written is what the writer tells a batch's Done: whether its lines are
-// written, and the live file's identity and size after them.
-type Written struct {
-	Err   error
-	Inode uint64
-	Size  int64
-}
+import "aggregator/internal/queue"
 
 // Batch limits of the subscribers: a batch is handed on when it holds
 // maxBatchRecords records or its buffer (batchBufBytes plus room for one
@@ -86,82 +17,32 @@ const (
 	batchBufBytes   = 32 << 10
 )
 
-func (b *Batch) full() bool {
-	return len(b.Records) >= maxBatchRecords || b.closed
+// packed is a receive loop's memory of a batch: the packed messages its
+// records' frames point into (C memory, see recv.go and recv.c).
+type packed struct {
+	buf    []byte
+	frames [][]byte // backing array for the records' Frames
+	closed bool     // buf has no room for another message
 }
 
-func (b *Batch) reset() {
-	clear(b.Records) // drop references so a batch holds nothing of the past
-	clear(b.frames)
-	b.Records = b.Records[:0]
-	b.frames = b.frames[:0]
-	b.buf = b.buf[:0]
-	b.closed = false
-	b.Raw = false
-	b.Durable = false
-	b.Done = nil
-	b.Before = nil
+func (p *packed) Reset() {
+	clear(p.frames)
+	p.frames = p.frames[:0]
+	p.buf = p.buf[:0]
+	p.closed = false
 }
 
-// Queue is the fixed-size hand-off between the subscribers and the sink.
-// The sink ranges over C; Run closes it once every subscriber has returned.
-type Queue struct {
-	C chan *Batch
-
-	// free holds finished batches for reuse. It is bounded, unlike a
-	// sync.Pool, because a batch's buffer is C memory that must be freed
-	// when the batch is dropped; at most the queue plus the batches in
-	// the subscribers' and the writer's hands are ever out.
-	free    chan *Batch
-	waiting atomic.Int64 // records sent and not yet taken by the sink
-}
-
-// spareBatches is room in the free list for the batches outside the queue.
-const spareBatches = 16
-
-// NewQueue makes a queue holding at most length batches.
-func NewQueue(length int) *Queue {
-	return &Queue{C: make(chan *Batch, length), free: make(chan *Batch, length+spareBatches)}
-}
-
-// Get takes an empty batch.
-func (q *Queue) Get() *Batch {
-	var b *Batch
-	select {
-	case b = <-q.free:
-	default:
-		b = &Batch{
-			Records: make([]Record, 0, maxBatchRecords),
-			frames:  make([][]byte, 0, maxBatchRecords),
-		}
+// packedOf is b's packed memory, made when b has none yet.
+func packedOf(b *queue.Batch) *packed {
+	p, ok := b.Mem.(*packed)
+	if !ok {
+		p = &packed{frames: make([][]byte, 0, maxBatchRecords)}
+		b.Mem = p
 	}
-	return b
+	return p
 }
 
-// Send hands b to the sink, waiting while the queue is full. The sink
-// takes batches until every producer has returned and C is closed (the
-// daemon closes it only then), so a producer never waits in vain, and a
-// stopping one still delivers what it received.
-func (q *Queue) Send(b *Batch) {
-	q.waiting.Add(int64(len(b.Records)))
-	q.C <- b
+// full reports whether b takes no more messages.
+func full(b *queue.Batch) bool {
+	return len(b.Records) >= maxBatchRecords || packedOf(b).closed
 }
-
-// Taken tells the queue the sink has taken b off C.
-func (q *Queue) Taken(b *Batch) {
-	q.waiting.Add(-int64(len(b.Records)))
-}
-
-// Recycle returns a batch the sink has finished with; its records must
-// not be used after.
-func (q *Queue) Recycle(b *Batch) {
-	b.reset()
-	select {
-	case q.free <- b:
-	default:
-		b.release()
-	}
-}
-
-// Waiting is the number of records between ingest and sink.
-func (q *Queue) Waiting() int64 { return q.waiting.Load() }

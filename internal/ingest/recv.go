@@ -25,6 +25,8 @@ import (
 	"unsafe"
 
 	zmq "github.com/pebbe/zmq4"
+
+	"aggregator/internal/queue"
 )
 
 // roomFor is the buffer space one message can take at most.
@@ -64,7 +66,7 @@ func newReceiver(s *zmq.Socket, src *sources, maxBytes int, wantPeer, strip bool
 // fill receives what the socket holds into b, up to b's limits, and
 // returns the errno that stopped it: EAGAIN when the socket is empty, 0
 // when b is full.
-func (r *receiver) fill(b *Batch) syscall.Errno {
+func (r *receiver) fill(b *queue.Batch) syscall.Errno {
 	if r.src.perMessage() && r.src.eventsWaiting() {
 		// Connections reported since the loop last read the monitor are
 		// known before their messages are attributed (see sources).
@@ -78,17 +80,18 @@ func (r *receiver) fill(b *Batch) syscall.Errno {
 	return errno
 }
 
-func (r *receiver) take(b *Batch) syscall.Errno {
-	if cap(b.buf) < batchBufBytes+r.room && len(b.Records) == 0 {
-		b.release()
-		if b.buf = cBuffer(batchBufBytes + r.room); b.buf == nil {
+func (r *receiver) take(b *queue.Batch) syscall.Errno {
+	pk := packedOf(b)
+	if cap(pk.buf) < batchBufBytes+r.room && len(b.Records) == 0 {
+		pk.Release()
+		if pk.buf = cBuffer(batchBufBytes + r.room); pk.buf == nil {
 			return syscall.ENOMEM
 		}
 	}
-	for !b.full() {
-		free := b.buf[len(b.buf):cap(b.buf)]
+	for !full(b) {
+		free := pk.buf[len(pk.buf):cap(pk.buf)]
 		if len(free) < r.room {
-			b.closed = true
+			pk.closed = true
 			return 0
 		}
 		var used C.size_t
@@ -96,8 +99,8 @@ func (r *receiver) take(b *Batch) syscall.Errno {
 		n := C.agg_recv_batch(r.sock, (*C.uchar)(unsafe.Pointer(&free[0])), C.size_t(len(free)),
 			C.int(maxBatchRecords-len(b.Records)), C.int(r.maxBytes), C.int(boolInt(r.wantPeer)), C.int(boolInt(r.src.perMessage())),
 			C.int(boolInt(r.strip)), &used, &errno)
-		r.unpack(b, free[:used], int(n))
-		b.buf = b.buf[:len(b.buf)+int(used)]
+		r.unpack(b, pk, free[:used], int(n))
+		pk.buf = pk.buf[:len(pk.buf)+int(used)]
 		if errno != 0 {
 			return syscall.Errno(errno)
 		}
@@ -106,14 +109,14 @@ func (r *receiver) take(b *Batch) syscall.Errno {
 }
 
 // unpack appends n packed messages from data to b's records, and counts
-// each for the endpoint it came in on. The frames point into b's buffer,
+// each for the endpoint it came in on. The frames point into pk's buffer,
 // which stays untouched until the batch is recycled.
-func (r *receiver) unpack(b *Batch, data []byte, n int) {
+func (r *receiver) unpack(b *queue.Batch, pk *packed, data []byte, n int) {
 	ne := binary.NativeEndian
 	for range n {
 		size := int(ne.Uint32(data[8:]))
 		ep := r.src.of(int32(ne.Uint32(data[16:])))
-		rec := Record{
+		rec := queue.Record{
 			Endpoint:  ep.name,
 			Time:      int64(ne.Uint64(data)),
 			Truncated: data[14] != 0,
@@ -124,14 +127,14 @@ func (r *receiver) unpack(b *Batch, data []byte, n int) {
 			rec.Peer = r.peer(data[p : p+peerLen])
 			p += peerLen
 		}
-		start, payload := len(b.frames), 0 // payload: for the endpoint's byte count
+		start, payload := len(pk.frames), 0 // payload: for the endpoint's byte count
 		for range frames {
 			l := int(ne.Uint32(data[p:]))
-			b.frames = append(b.frames, data[p+4:p+4+l:p+4+l])
+			pk.frames = append(pk.frames, data[p+4:p+4+l:p+4+l])
 			payload += l
 			p += 4 + l
 		}
-		rec.Frames = b.frames[start:len(b.frames):len(b.frames)]
+		rec.Frames = pk.frames[start:len(pk.frames):len(pk.frames)]
 		r.src.count(ep, payload, rec.Truncated)
 		b.Records = append(b.Records, rec)
 		data = data[size:]
@@ -153,7 +156,7 @@ func (r *receiver) peer(b []byte) string {
 // cBuffer allocates a batch buffer with malloc. Unlike make, malloc does
 // not write to the memory, so the pages kept in reserve for a message of
 // the maximum size take no RAM until a message needs them. The buffer
-// holds no Go pointers; Batch.release frees it. nil means out of memory.
+// holds no Go pointers; packed.Release frees it. nil means out of memory.
 func cBuffer(n int) []byte {
 	p := C.malloc(C.size_t(n))
 	if p == nil {
@@ -162,12 +165,12 @@ func cBuffer(n int) []byte {
 	return unsafe.Slice((*byte)(p), n)[:0]
 }
 
-// release frees the batch's buffer.
-func (b *Batch) release() {
-	if cap(b.buf) > 0 {
-		C.free(unsafe.Pointer(unsafe.SliceData(b.buf[:1])))
+// Release frees the buffer.
+func (p *packed) Release() {
+	if cap(p.buf) > 0 {
+		C.free(unsafe.Pointer(unsafe.SliceData(p.buf[:1])))
 	}
-	b.buf = nil
+	p.buf = nil
 }
 
 func boolInt(b bool) int {

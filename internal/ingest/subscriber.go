@@ -14,6 +14,8 @@ import (
 	zmq "github.com/pebbe/zmq4"
 
 	"aggregator/internal/curve"
+
+	"aggregator/internal/queue"
 )
 
 // Options configure one subscriber: one SUB (or PULL) socket, bound to one
@@ -174,14 +176,14 @@ type Subscriber struct {
 	mon   *zmq.Socket
 	recv  *receiver
 	st    *socketState // its endpoints' connections, owned by the loop like the sockets
-	q     *Queue
+	q     *queue.Queue
 	m     *Metrics
 	ready atomic.Bool
 }
 
 // NewSubscriber creates the socket and binds or connects it, so that a bad
 // endpoint or a port in use is an error at start-up, not later.
-func NewSubscriber(zctx *zmq.Context, opt Options, q *Queue, m *Metrics, log *slog.Logger) (_ *Subscriber, err error) {
+func NewSubscriber(zctx *zmq.Context, opt Options, q *queue.Queue, m *Metrics, log *slog.Logger) (_ *Subscriber, err error) {
 	if len(opt.Endpoints) == 0 || (opt.Bind && len(opt.Endpoints) > 1) {
 		return nil, fmt.Errorf("a subscriber binds one endpoint or connects to one or more, not %q", opt.Endpoints)
 	}
@@ -321,7 +323,7 @@ func (s *Subscriber) fds() (sock, mon int, err error) {
 
 // deliver hands b to the sink, and publishes the counts of what was
 // received.
-func (s *Subscriber) deliver(b *Batch) {
+func (s *Subscriber) deliver(b *queue.Batch) {
 	s.st.src.publish()
 	n := len(b.Records)
 	if n == 0 {

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"aggregator/internal/eventually"
+	"aggregator/internal/queue"
 	"aggregator/internal/zmqtest"
 )
 
@@ -22,7 +23,7 @@ import (
 type rig struct {
 	t         *testing.T
 	zctx      *zmq.Context
-	q         *Queue
+	q         *queue.Queue
 	m         *Metrics
 	reg       *prometheus.Registry
 	subs      []*Subscriber
@@ -31,7 +32,7 @@ type rig struct {
 	collected chan struct{}
 
 	mu   sync.Mutex
-	recs []Record
+	recs []queue.Record
 	eps  []string
 	// hold, when set before start, keeps the sink from taking batches
 	// until it is closed.
@@ -44,7 +45,7 @@ func newRig(t *testing.T) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	q := NewQueue(4)
+	q := queue.NewQueue(4)
 	reg := prometheus.NewRegistry()
 	r := &rig{t: t, zctx: zctx, q: q, m: NewMetrics(reg, q), reg: reg}
 	t.Cleanup(r.stop)
@@ -154,13 +155,13 @@ func (r *rig) metric(name string, labels ...string) float64 {
 }
 
 // waitCount waits until n records have arrived.
-func (r *rig) waitCount(n int) []Record {
+func (r *rig) waitCount(n int) []queue.Record {
 	r.t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		r.mu.Lock()
 		got := len(r.recs)
-		out := append([]Record(nil), r.recs...)
+		out := append([]queue.Record(nil), r.recs...)
 		r.mu.Unlock()
 		if got >= n {
 			return out
@@ -470,7 +471,7 @@ func TestBadEndpointFailsAtStart(t *testing.T) {
 	defer zctx.Term()
 	l, err := zmqtest.Bind() // holds a port
 	l = mustPub(t, l, err)
-	q := NewQueue(1)
+	q := queue.NewQueue(1)
 	m := NewMetrics(prometheus.NewRegistry(), q)
 	_, err = NewSubscriber(zctx, Options{Endpoints: []string{l.Endpoint}, Bind: true, MaxMessageBytes: 10}, q, m, slog.New(slog.DiscardHandler))
 	if err == nil || !strings.Contains(err.Error(), "bind "+l.Endpoint) {
@@ -641,7 +642,7 @@ func TestSharedSocketDescriptorReused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer zctx.Term()
-	q := NewQueue(1)
+	q := queue.NewQueue(1)
 	reg := prometheus.NewRegistry()
 	r := &rig{t: t, reg: reg}
 	a, err := zmqtest.Bind()
@@ -687,7 +688,7 @@ func TestSharedSocketDescriptorReused(t *testing.T) {
 	}
 
 	got := map[string]int{}
-	collect := func(bt *Batch) {
+	collect := func(bt *queue.Batch) {
 		for _, rec := range bt.Records {
 			from := string(rec.Frames[0][:1])
 			switch {
@@ -792,7 +793,7 @@ func TestPublisherBackAfterOversizeFrame(t *testing.T) {
 }
 
 // size is the number of payload bytes r carries.
-func size(r Record) int {
+func size(r queue.Record) int {
 	n := 0
 	for _, f := range r.Frames {
 		n += len(f)

@@ -14,7 +14,7 @@ import (
 	"strconv"
 	"strings"
 
-	"aggregator/internal/ingest"
+	"aggregator/internal/queue"
 )
 
 // field is what a placeholder takes from a record.
@@ -214,7 +214,7 @@ func (t *Template) Match(name string) bool {
 const maxName = 200
 
 // AppendName appends the file name (not the directory) of r's file to dst.
-func (t *Template) AppendName(dst []byte, r *ingest.Record) []byte {
+func (t *Template) AppendName(dst []byte, r *queue.Record) []byte {
 	budget := t.budget
 	for _, p := range t.parts {
 		switch p.field {

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"aggregator/internal/ingest"
+	"aggregator/internal/queue"
 )
 
 func TestParse(t *testing.T) {
@@ -40,8 +40,8 @@ func TestParse(t *testing.T) {
 	}
 }
 
-func record(topic string, frames ...string) *ingest.Record {
-	r := &ingest.Record{Endpoint: "tcp://127.0.0.1:5555", Peer: "10.0.0.7"}
+func record(topic string, frames ...string) *queue.Record {
+	r := &queue.Record{Endpoint: "tcp://127.0.0.1:5555", Peer: "10.0.0.7"}
 	if topic != "\x00none" {
 		r.Frames = append(r.Frames, []byte(topic))
 	}
@@ -54,7 +54,7 @@ func record(topic string, frames ...string) *ingest.Record {
 func TestNames(t *testing.T) {
 	for _, tc := range []struct {
 		name, template string
-		rec            *ingest.Record
+		rec            *queue.Record
 		want           string
 	}{
 		{"topic", "{topic}.log", record("shop.INFO", "m"), "shop.INFO.log"},

@@ -6,7 +6,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"aggregator/internal/ingest"
+	"aggregator/internal/queue"
 )
 
 // Format selects the line layout.
@@ -84,7 +84,7 @@ type encoder struct {
 }
 
 // appendLine appends one record as one line, newline included.
-func (e *encoder) appendLine(dst []byte, endpoint string, r *ingest.Record) []byte {
+func (e *encoder) appendLine(dst []byte, endpoint string, r *queue.Record) []byte {
 	if e.format == JSON {
 		return e.appendJSON(dst, endpoint, r)
 	}
@@ -104,7 +104,7 @@ func (e *encoder) appendLine(dst []byte, endpoint string, r *ingest.Record) []by
 // message; a single-frame message has an empty topic. A field that is not
 // valid UTF-8 is written base64-encoded under the same name plus "_base64",
 // so that the line stays valid JSON and the bytes stay exact.
-func (e *encoder) appendJSON(dst []byte, endpoint string, r *ingest.Record) []byte {
+func (e *encoder) appendJSON(dst []byte, endpoint string, r *queue.Record) []byte {
 	dst = append(dst, `{"time":"`...)
 	dst = e.clock.append(dst, r.Time)
 	dst = append(dst, `","endpoint":`...)

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"aggregator/internal/ingest"
+	"aggregator/internal/queue"
 )
 
 func TestClockMatchesTimeFormat(t *testing.T) {
@@ -45,7 +45,7 @@ func TestTextLine(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := ingest.Record{Time: ts}
+			r := queue.Record{Time: ts}
 			for _, f := range tt.frames {
 				r.Frames = append(r.Frames, []byte(f))
 			}
@@ -72,7 +72,7 @@ func TestJSONLine(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := ingest.Record{Time: ts, Peer: "127.0.0.1", Truncated: tt.truncated}
+			r := queue.Record{Time: ts, Peer: "127.0.0.1", Truncated: tt.truncated}
 			for _, f := range tt.frames {
 				r.Frames = append(r.Frames, []byte(f))
 			}
@@ -103,7 +103,7 @@ func FuzzJSONLine(f *testing.F) {
 	f.Add([]byte{}, []byte("\xff\xfe"))
 	f.Fuzz(func(t *testing.T, topic, msg []byte) {
 		e := encoder{format: JSON, clock: newClock(time.UTC)}
-		r := ingest.Record{Frames: [][]byte{topic, msg}}
+		r := queue.Record{Frames: [][]byte{topic, msg}}
 		line := e.appendLine(nil, "ep", &r)
 		if strings.IndexByte(string(line[:len(line)-1]), '\n') >= 0 {
 			t.Fatalf("raw newline in %q", line)

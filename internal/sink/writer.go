@@ -18,7 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
-	"aggregator/internal/ingest"
+	"aggregator/internal/queue"
 	"aggregator/internal/route"
 	"aggregator/internal/statefile"
 )
@@ -119,9 +119,9 @@ type Writer struct {
 	dirDesc    *os.File            // the directory of a file per source, for syncfs
 	lastErrLog time.Time
 	lastSync   time.Time
-	done       []func(ingest.Written) // Done callbacks of batches encoded and not yet flushed
-	durable    []durableFile          // the files of the Durable batch in the buffer, and where it starts in each
-	routedTick time.Time              // last pass over the routed files' timers
+	done       []func(queue.Written) // Done callbacks of batches encoded and not yet flushed
+	durable    []durableFile         // the files of the Durable batch in the buffer, and where it starts in each
+	routedTick time.Time             // last pass over the routed files' timers
 
 	err   atomic.Pointer[string] // last write error, for readiness; nil when healthy
 	alive atomic.Int64           // Unix nanoseconds of the loop's last tick, for the watchdog
@@ -287,7 +287,7 @@ func (w *Writer) Ready() error {
 // Run writes every batch from q until q.C is closed, then flushes, closes
 // the files and waits (bounded) for the last backups to be compressed.
 // reopen asks for the files to be closed and opened again (SIGHUP).
-func (w *Writer) Run(q *ingest.Queue, reopen <-chan struct{}) error {
+func (w *Writer) Run(q *queue.Queue, reopen <-chan struct{}) error {
 	stopComp := make(chan struct{})
 	compCtx, cancelComp := context.WithCancel(context.Background())
 	defer cancelComp()
@@ -402,7 +402,7 @@ func (w *Writer) stopCompressor(stop chan struct{}, cancel context.CancelFunc) {
 
 // encode appends b's records as lines, writing whenever the buffers are
 // full.
-func (w *Writer) encode(b *ingest.Batch) {
+func (w *Writer) encode(b *queue.Batch) {
 	if b.Durable {
 		w.encodeDurable(b)
 		return
@@ -424,13 +424,13 @@ type durableFile struct {
 // one there, then Before is told where each file stands, then the lines
 // are written. A batch whose write or sync fails is cut back out of its
 // files, so that it is there whole or not at all; it comes again.
-func (w *Writer) encodeDurable(b *ingest.Batch) {
+func (w *Writer) encodeDurable(b *queue.Batch) {
 	w.flush()
 	w.appendRecords(b, false)
 	if b.Done != nil {
 		w.done = append(w.done, b.Done)
 	}
-	var at []ingest.FileAt
+	var at []queue.FileAt
 	var err error
 	for _, f := range w.queue {
 		if err = w.use(f); err != nil {
@@ -440,7 +440,7 @@ func (w *Writer) encodeDurable(b *ingest.Batch) {
 			w.rotate(f, "size")
 		}
 		w.durable = append(w.durable, durableFile{f, f.size})
-		at = append(at, ingest.FileAt{Path: f.path, Inode: f.inode, Size: f.size})
+		at = append(at, queue.FileAt{Path: f.path, Inode: f.inode, Size: f.size})
 	}
 	if err == nil && b.Before != nil && len(at) > 0 {
 		err = b.Before(at)
@@ -457,7 +457,7 @@ func (w *Writer) encodeDurable(b *ingest.Batch) {
 }
 
 // fileFor is the file a record goes to.
-func (w *Writer) fileFor(r *ingest.Record) *logFile {
+func (w *Writer) fileFor(r *queue.Record) *logFile {
 	if w.main != nil {
 		return w.main
 	}
@@ -483,7 +483,7 @@ func (w *Writer) fileFor(r *ingest.Record) *logFile {
 
 // appendRecords encodes b's records into their files' buffers; with
 // flushFull, full buffers are written on the way.
-func (w *Writer) appendRecords(b *ingest.Batch, flushFull bool) {
+func (w *Writer) appendRecords(b *queue.Batch, flushFull bool) {
 	for i := range b.Records {
 		f := w.fileFor(&b.Records[i])
 		start := len(f.buf)
@@ -650,9 +650,9 @@ func (w *Writer) finish(err error) {
 	if len(w.done) == 0 {
 		return
 	}
-	var written ingest.Written
+	var written queue.Written
 	if w.main != nil {
-		written = ingest.Written{Inode: w.main.inode, Size: w.main.size}
+		written = queue.Written{Inode: w.main.inode, Size: w.main.size}
 	}
 	written.Err = err
 	for _, done := range w.done {

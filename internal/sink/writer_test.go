@@ -16,13 +16,13 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"aggregator/internal/eventually"
-	"aggregator/internal/ingest"
+	"aggregator/internal/queue"
 	"aggregator/internal/route"
 )
 
 type harness struct {
 	w       *Writer
-	q       *ingest.Queue
+	q       *queue.Queue
 	m       *Metrics
 	dropped *prometheus.CounterVec
 	path    string
@@ -59,7 +59,7 @@ func start(t *testing.T, opt Options) *harness {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	h := &harness{w: w, q: ingest.NewQueue(8), m: m, dropped: dropped, path: opt.Path,
+	h := &harness{w: w, q: queue.NewQueue(8), m: m, dropped: dropped, path: opt.Path,
 		reopen: make(chan struct{}, 1), done: make(chan error, 1)}
 	go func() { h.done <- w.Run(h.q, h.reopen) }()
 	t.Cleanup(func() { h.stop(t) })
@@ -71,7 +71,7 @@ func (h *harness) feed(from, to int, pad string) {
 	b := h.q.Get()
 	for seq := from; seq < to; seq++ {
 		msg := []byte(fmt.Sprintf("msg-%d %s", seq, pad))
-		b.Records = append(b.Records, ingest.Record{Endpoint: "test", Time: time.Now().UnixNano(), Frames: [][]byte{msg}})
+		b.Records = append(b.Records, queue.Record{Endpoint: "test", Time: time.Now().UnixNano(), Frames: [][]byte{msg}})
 		if len(b.Records) == 256 {
 			h.q.Send(b)
 			b = h.q.Get()
@@ -276,7 +276,7 @@ func TestLineTooLongForAFileIsDropped(t *testing.T) {
 	for i := range big {
 		big[i] = '\n' // escapes to two bytes each: 1.2 MB, over the 1 MiB file size
 	}
-	b.Records = append(b.Records, ingest.Record{Frames: [][]byte{big}}, ingest.Record{Frames: [][]byte{big}})
+	b.Records = append(b.Records, queue.Record{Frames: [][]byte{big}}, queue.Record{Frames: [][]byte{big}})
 	h.q.Send(b)
 	h.feed(0, 10, "after")
 	h.stop(t)
@@ -330,7 +330,7 @@ func TestIdleFilePerSourceFlushesWithoutWaitingForTheInterval(t *testing.T) {
 	h := start(t, Options{Path: tpl.Path(), Route: tpl, FlushInterval: time.Hour, MaxOpenFiles: 4, MaxFiles: 10})
 	b := h.q.Get()
 	for _, topic := range []string{"a", "b"} {
-		b.Records = append(b.Records, ingest.Record{Endpoint: "test", Time: time.Now().UnixNano(),
+		b.Records = append(b.Records, queue.Record{Endpoint: "test", Time: time.Now().UnixNano(),
 			Frames: [][]byte{[]byte(topic), []byte("idle")}})
 	}
 	h.q.Send(b)
