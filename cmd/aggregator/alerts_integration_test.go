@@ -7,6 +7,9 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
+
+	"aggregator/internal/eventually"
 )
 
 const alertRules = "../../configs/alerts.yml"
@@ -61,13 +64,20 @@ func exportedMetrics(t *testing.T) map[string]bool {
 	t.Helper()
 	nats := "nats://" + freeAddr(t)
 	exported := map[string]bool{}
+	bindEP := "tcp://" + freeAddr(t)
 	for _, env := range []map[string]string{
-		// The bind endpoint's "listening" event makes the connection
-		// events counter appear.
-		{"AGG_NATS_URL": nats, "AGG_CONNECT": "tcp://" + freeAddr(t), "AGG_BIND": "tcp://" + freeAddr(t)},
+		{"AGG_NATS_URL": nats, "AGG_CONNECT": "tcp://" + freeAddr(t), "AGG_BIND": bindEP},
 		{"AGG_NATS_URL": nats, "AGG_NATS_CONSUME": "AGGREGATOR"},
 	} {
 		p := startAggNotReady(t, env)
+		if env["AGG_BIND"] != "" {
+			// The bind endpoint's "listening" event makes the connection
+			// events counter appear, once the loop has read it.
+			eventually.Within(t, 10*time.Second, "the listening event counted", func() bool {
+				_, ok := p.metrics()[`aggregator_connection_events_total{endpoint="`+bindEP+`",event="listening"}`]
+				return ok
+			})
+		}
 		for series := range p.metrics() {
 			name, _, _ := strings.Cut(series, "{")
 			name = strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, "_bucket"), "_sum"), "_count")
