@@ -366,6 +366,7 @@ func (d *daemon) Run(ctx context.Context, hup <-chan struct{}) error {
 	d.writerRan = true
 	stage("writer", func() error {
 		defer close(writerDone)
+		defer d.queue.Close() // every batch is back: free their memory
 		return d.writer.Run(d.queue, hup)
 	})
 	// The forwarder stops after the writer: it saves its place, and what

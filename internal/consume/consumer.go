@@ -748,7 +748,7 @@ func (c *Consumer) round(ctx context.Context, cons jetstream.Consumer, q *queue.
 		}
 		b := q.Get()
 		b.Raw, b.Durable = true, true
-		b.Records = append(b.Records, w.records...)
+		b.Records = w.records // the window's own array (Recycle does not keep it)
 		after := w.after
 		if c.opt.Routed {
 			before := c.st.clone()

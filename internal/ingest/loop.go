@@ -105,6 +105,9 @@ func (l *loop) run(ctx context.Context) error {
 	var b *queue.Batch
 	for ctx.Err() == nil {
 		if err := l.wait(); err != nil {
+			if b != nil {
+				l.q.Recycle(b)
+			}
 			return err
 		}
 		turn := l.ready

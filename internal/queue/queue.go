@@ -87,8 +87,14 @@ type Written struct {
 const initialRecords = 256
 
 func (b *Batch) reset() {
-	clear(b.Records) // drop references so a batch holds nothing of the past
-	b.Records = b.Records[:0]
+	if cap(b.Records) > initialRecords {
+		// A consumer's window: its records array is not kept, or every
+		// batch on the free list would come to hold one.
+		b.Records = make([]Record, 0, initialRecords)
+	} else {
+		clear(b.Records) // drop references so a batch holds nothing of the past
+		b.Records = b.Records[:0]
+	}
 	b.Raw = false
 	b.Durable = false
 	b.Done = nil
@@ -154,6 +160,21 @@ func (q *Queue) Recycle(b *Batch) {
 	default:
 		if b.Mem != nil {
 			b.Mem.Release()
+		}
+	}
+}
+
+// Close frees the memory of the batches kept for reuse, once the writer
+// has returned and every batch is back.
+func (q *Queue) Close() {
+	for {
+		select {
+		case b := <-q.free:
+			if b.Mem != nil {
+				b.Mem.Release()
+			}
+		default:
+			return
 		}
 	}
 }
