@@ -20,25 +20,11 @@ import (
 // string one line holds, three times each, alternated; the medians are
 // compared.
 func runRead(bins binaries, n, size, fileMB int, out io.Writer) error {
-	pubs, err := newPublishers(1)
+	pubs, d, stop, err := zstdDaemon(bins, "AGG_MAX_SIZE_MB", strconv.Itoa(fileMB))
 	if err != nil {
 		return err
 	}
-	defer pubs.close()
-	d, err := startDaemon(bins.aggregator, map[string]string{
-		"AGG_CONNECT":     pubs.endpoints()[0],
-		"AGG_MAX_SIZE_MB": strconv.Itoa(fileMB),
-		"AGG_MAX_BACKUPS": "0",
-		"AGG_COMPRESS":    "zstd",
-	})
-	if err != nil {
-		return err
-	}
-	defer d.cleanup()
-	defer d.kill()
-	if err := pubs.waitSubscribed(); err != nil {
-		return err
-	}
+	defer stop()
 	if err := pubs.sendAll(n, size); err != nil {
 		return err
 	}
@@ -108,25 +94,11 @@ func medianDuration(ds []time.Duration) time.Duration {
 // `aggregator read --since --until` takes one second's lines against
 // `zstdcat -f FILES | awk` over them all, three times each, alternated.
 func runWindow(bins binaries, rate, seconds, size int, out io.Writer) error {
-	pubs, err := newPublishers(1)
+	pubs, d, stop, err := zstdDaemon(bins, "AGG_ROTATE_EVERY", "1s")
 	if err != nil {
 		return err
 	}
-	defer pubs.close()
-	d, err := startDaemon(bins.aggregator, map[string]string{
-		"AGG_CONNECT":      pubs.endpoints()[0],
-		"AGG_ROTATE_EVERY": "1s",
-		"AGG_MAX_BACKUPS":  "0",
-		"AGG_COMPRESS":     "zstd",
-	})
-	if err != nil {
-		return err
-	}
-	defer d.cleanup()
-	defer d.kill()
-	if err := pubs.waitSubscribed(); err != nil {
-		return err
-	}
+	defer stop()
 	start := time.Now()
 	n, err := pubs.sendPaced(rate, time.Duration(seconds)*time.Second, size)
 	if err != nil {
@@ -167,4 +139,35 @@ func runWindow(bins binaries, rate, seconds, size int, out io.Writer) error {
 	fmt.Fprintf(out, "one second's window in %d one-second backups (%d lines, %d in the window): aggregator read --since --until %s, zstdcat -f | awk %s: %.1fx (median of 3)\n",
 		len(files), n, lines, r.Round(time.Millisecond), a.Round(time.Millisecond), a.Seconds()/r.Seconds())
 	return nil
+}
+
+// zstdDaemon starts a daemon that keeps every backup, compressed with zstd,
+// rotating as key=value says, fed by one publisher it connects to and that
+// it has subscribed to. stop kills it, removes its files and closes the
+// publisher.
+func zstdDaemon(bins binaries, key, value string) (publishers, *daemon, func(), error) {
+	pubs, err := newPublishers(1)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	d, err := startDaemon(bins.aggregator, map[string]string{
+		"AGG_CONNECT":     pubs.endpoints()[0],
+		key:               value,
+		"AGG_MAX_BACKUPS": "0",
+		"AGG_COMPRESS":    "zstd",
+	})
+	if err != nil {
+		pubs.close()
+		return nil, nil, nil, err
+	}
+	stop := func() {
+		d.kill()
+		d.cleanup()
+		pubs.close()
+	}
+	if err := pubs.waitSubscribed(); err != nil {
+		stop()
+		return nil, nil, nil, err
+	}
+	return pubs, d, stop, nil
 }

@@ -289,7 +289,7 @@ func TestUnderSystemd(t *testing.T) {
 	// .dpkg-dist), and the daemon is restarted and runs with it.
 	const edited = "/var/log/aggregator/edited.log"
 	m.must("sh", "-c", "echo AGG_LOG_FILE="+edited+" >> /etc/aggregator/aggregator.env")
-	before := m.show("aggregator", "MainPID")
+	before, downcaseBefore := m.show("aggregator", "MainPID"), m.show("downcase", "MainPID")
 	m.install(newerBuild(t, deb))
 	if v := m.must("dpkg-query", "-W", "-f", "${Version}", "aggregator"); v != debVersion+"+1" {
 		t.Fatalf("installed version %s after the upgrade", v)
@@ -303,8 +303,8 @@ func TestUnderSystemd(t *testing.T) {
 	if after := m.show("aggregator", "MainPID"); after == before || after == "0" {
 		t.Errorf("MainPID %s before the upgrade, %s after: not restarted", before, after)
 	}
-	if m.show("downcase", "ActiveState") != "active" {
-		t.Errorf("downcase, started by hand, is not running after the upgrade")
+	if m.show("downcase", "ActiveState") != "active" || m.show("downcase", "MainPID") == downcaseBefore {
+		t.Errorf("downcase, started by hand, was not restarted on the new binary by the upgrade")
 	}
 	// Both were restarted, in either order: wait for the connection, not
 	// for a count of connections.

@@ -353,5 +353,5 @@ func (c Config) LogValue() slog.Value {
 	case c.NATS.Enabled():
 		role = "edge"
 	}
-	return slog.GroupValue(append([]slog.Attr{slog.String("role", role)}, envconf.Attrs(&c)...)...)
+	return slog.GroupValue(append([]slog.Attr{slog.String("role", role)}, envconf.Attrs(envPrefix, &c)...)...)
 }

@@ -15,6 +15,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"aggregator/internal/envconf"
 )
 
 // Check compares the part NAME of the doc at path with want.
@@ -44,4 +46,14 @@ func Check(t *testing.T, path, name, want string) {
 		return
 	}
 	t.Errorf("%s: the part %q differs from what the code says; run the test again with UPDATE_DOCS=1 and commit the doc.\nwant:\n%s", path, name, want)
+}
+
+// CheckVariables checks the part "variables" of the doc at path: the
+// table of spec's variables PREFIX_*, generated from the struct tags that
+// -help prints (envconf.MarkdownTable).
+func CheckVariables(t *testing.T, path, prefix string, spec any) {
+	t.Helper()
+	var sb strings.Builder
+	envconf.MarkdownTable(&sb, prefix, spec)
+	Check(t, path, "variables", sb.String())
 }

@@ -217,44 +217,17 @@ func (p *Problems) Err() error { return errors.Join(p.errs...) }
 // the order of the struct: the start-up line shows every setting, and a
 // setting added to the struct shows up without anyone listing it. A field
 // tagged secret:"true" shows only whether it is set.
-func Attrs(spec any) []slog.Attr {
-	return appendAttrs(nil, "", reflect.Indirect(reflect.ValueOf(spec)))
-}
-
-func appendAttrs(out []slog.Attr, prefix string, v reflect.Value) []slog.Attr {
-	t := v.Type()
-	for i := range t.NumField() {
-		f := t.Field(i)
-		if !f.IsExported() && !f.Anonymous {
-			continue
-		}
-		name, tagged := f.Tag.Lookup("envconfig")
-		fv := v.Field(i)
-		if fv.Kind() == reflect.Struct {
-			// As envconfig reads them: an embedded struct's variables
-			// are its parent's; another's take its name as a prefix.
-			inner := prefix
-			switch {
-			case f.Anonymous:
-			case tagged:
-				inner += strings.ToLower(name) + "_"
-			default:
-				inner += strings.ToLower(f.Name) + "_"
-			}
-			out = appendAttrs(out, inner, fv)
-			continue
-		}
-		if !tagged {
-			continue
-		}
-		key := prefix + strings.ToLower(name)
+func Attrs(prefix string, spec any) []slog.Attr {
+	var out []slog.Attr
+	for _, v := range fields(prefix, reflect.ValueOf(spec).Elem()) {
+		key := strings.ToLower(strings.TrimPrefix(v.key, strings.ToUpper(prefix)+"_"))
 		switch {
-		case f.Tag.Get("secret") == "true":
-			out = append(out, slog.Bool(key+"_set", !fv.IsZero()))
-		case fv.Type() == reflect.TypeFor[time.Duration]():
-			out = append(out, slog.Duration(key, time.Duration(fv.Int())))
+		case v.tag.Get("secret") == "true":
+			out = append(out, slog.Bool(key+"_set", !v.field.IsZero()))
+		case v.field.Type() == reflect.TypeFor[time.Duration]():
+			out = append(out, slog.Duration(key, time.Duration(v.field.Int())))
 		default:
-			out = append(out, slog.Any(key, fv.Interface()))
+			out = append(out, slog.Any(key, v.field.Interface()))
 		}
 	}
 	return out

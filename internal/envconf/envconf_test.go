@@ -7,12 +7,12 @@ import (
 	"time"
 )
 
-type embedded struct {
+type Embedded struct {
 	E string `envconfig:"E" default:"e"`
 }
 
 type spec struct {
-	embedded
+	Embedded
 	N    int           `envconfig:"N" default:"1"`
 	B    bool          `envconfig:"B" default:"true"`
 	D    time.Duration `envconfig:"D" default:"1s"`
@@ -93,21 +93,21 @@ func TestAttrs(t *testing.T) {
 		URL      string `envconfig:"URL"`
 		Password string `envconfig:"PASSWORD" secret:"true"`
 	}
-	type embedded struct {
+	type KeyFiles struct {
 		KeyFile string `envconfig:"KEY_FILE"`
 	}
 	var spec struct {
 		Every time.Duration `envconfig:"EVERY"`
 		List  []string      `envconfig:"LIST"`
-		embedded
-		Exported embedded
+		KeyFiles
+		Exported KeyFiles
 		NATS     inner `envconfig:"NATS"`
 		ignored  int
 	}
 	spec.Every, spec.List = 2*time.Second, []string{"a", "b"}
 	spec.KeyFile, spec.Exported.KeyFile, spec.NATS.URL, spec.NATS.Password = "k", "x", "nats://x", "hunter2"
 	var got []string
-	for _, a := range Attrs(&spec) {
+	for _, a := range Attrs("T", &spec) {
 		got = append(got, a.String())
 	}
 	want := []string{"every=2s", "list=[a b]", "key_file=k", "exported_key_file=x", "nats_url=nats://x", "nats_password_set=true"}

@@ -30,24 +30,12 @@ func ReadFile(path string) (map[string]string, error) {
 	return vars, sc.Err()
 }
 
-// Defaults maps each variable of spec to its `default` tag, including the
-// fields of embedded structs (envconfig reads those with the same prefix).
+// Defaults maps each variable of spec, as Process reads them, to its
+// `default` tag.
 func Defaults(prefix string, spec any) map[string]string {
 	out := map[string]string{}
-	addDefaults(out, prefix, reflect.TypeOf(spec).Elem())
-	return out
-}
-
-func addDefaults(out map[string]string, prefix string, t reflect.Type) {
-	for i := range t.NumField() {
-		f := t.Field(i)
-		switch key := f.Tag.Get("envconfig"); {
-		case f.Anonymous && f.Type.Kind() == reflect.Struct:
-			addDefaults(out, prefix, f.Type)
-		case f.Type.Kind() == reflect.Struct && key != "": // a named group: PREFIX_KEY_*
-			addDefaults(out, prefix+"_"+key, f.Type)
-		case key != "":
-			out[prefix+"_"+key] = f.Tag.Get("default")
-		}
+	for _, v := range fields(prefix, reflect.ValueOf(spec).Elem()) {
+		out[v.key] = v.tag.Get("default")
 	}
+	return out
 }

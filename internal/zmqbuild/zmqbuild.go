@@ -74,16 +74,16 @@ func Describe() string {
 // (a Debian security fix keeps the file name and often the version), and
 // only a restart loads it.
 func Collectors() []prometheus.Collector {
+	file := File()
 	info := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "aggregator_libzmq_info",
 		Help: "The libzmq the process runs with: its version, and the shared library file it was loaded from.",
 		ConstLabels: prometheus.Labels{
 			"version": Version(),
-			"file":    File(),
+			"file":    file,
 		},
 	})
 	info.Set(1)
-	file := File()
 	ino, mapped := mappedInode(file)
 	replaced := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "aggregator_libzmq_replaced",
