@@ -78,7 +78,8 @@ func main() {
 	flag.IntVar(&c.forwardN, "forward-n", 1_000_000, "messages in the NATS forwarding run (0 skips it)")
 	flag.IntVar(&c.topicsN, "topics-n", 2_000_000, "messages per run of the file-per-topic cases (0 skips them)")
 	flag.IntVar(&c.readN, "read-n", 1_000_000, "messages the daemon writes for aggregator read --grep against zstdcat | grep -F (0 skips it)")
-	c.topicsCases = []topicsCase{{topics: 1000}, {topics: 10_000, open: 256}}
+	var topics string
+	flag.StringVar(&topics, "topics", "1000,10000:256", "file-per-topic cases: comma-separated TOPICS or TOPICS:AGG_MAX_OPEN_FILES")
 	flag.IntVar(&c.catchUpN, "catchup-n", 600_000, "lines of backlog a central catches up on, against the edge that forwarded them (0 skips it)")
 	flag.IntVar(&c.syncN, "sync-n", 2_000_000, "messages per peak run in the syncing run, which also repeats the rotation run per AGG_SYNC_INTERVAL (0 skips it)")
 	flag.IntVar(&c.many, "many", 1000, "endpoints (and as many connecting publishers) in the many-publishers run (0 skips it)")
@@ -96,6 +97,11 @@ func main() {
 		c.only = only
 	} else {
 		c.ns, c.ps = ints(ns), ints(ps)
+		var err error
+		if c.topicsCases, err = parseTopicsCases(topics); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: -topics:", err)
+			os.Exit(2)
+		}
 	}
 	if err := run(c, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)

@@ -8,6 +8,7 @@
 package route
 
 import (
+	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -237,6 +238,36 @@ func (t *Template) AppendName(dst []byte, r *queue.Record) []byte {
 		}
 	}
 	return dst
+}
+
+// AppendKey appends to dst what the name of r's file is made of: the raw
+// value of each placeholder (as AppendName takes it), each after its
+// length. Records with equal keys have the same file; a writer looks a
+// file up by its key without encoding its name.
+func (t *Template) AppendKey(dst []byte, r *queue.Record) []byte {
+	for _, p := range t.parts {
+		switch p.field {
+		case topic:
+			var v []byte
+			if len(r.Frames) > 1 {
+				v = leading(r.Frames[0], p.segments)
+			}
+			dst = appendSized(dst, v)
+		case endpoint:
+			dst = appendSized(dst, r.Endpoint)
+		case peer:
+			dst = appendSized(dst, r.Peer)
+		case edge:
+			dst = appendSized(dst, r.Edge)
+		case source:
+			dst = appendSized(dst, r.Source)
+		}
+	}
+	return dst
+}
+
+func appendSized[T string | []byte](dst []byte, v T) []byte {
+	return append(binary.AppendUvarint(dst, uint64(len(v))), v...)
 }
 
 // leading is the first n dot-separated segments of topic (all when n is 0):

@@ -72,17 +72,32 @@ type Options struct {
 const DefaultBufferBytes = 256 << 10
 
 // RoutedBufferBytes is the least write batch of a file per source, shared
-// by all its files: a thousand busy files then still write a few KiB at a
-// time rather than a line.
-const RoutedBufferBytes = 4 << 20
+// by all its files: the most their lines may hold in memory together
+// before every file is written. It is large because writing is cheap per
+// byte and dear per call: ext4 takes a few microseconds for each write(2)
+// to a file (its time, its inode, a page begun), so a thousand files
+// written a line or two at a time cost the writer more than receiving.
+// See docs/files-by-source.md for the figures.
+const RoutedBufferBytes = 32 << 20
+
+// routedChunk: a file of a file per source whose lines reach this is
+// written at once, whatever the others do.
+const routedChunk = 48 << 10
 
 // routedQuiet is how long the input of a file per source must pause
-// before the lines are written, when FlushInterval has not come.
-const routedQuiet = time.Millisecond
+// before the lines are written, when FlushInterval has not come and few
+// files hold lines (routedQuietFiles). With more, they wait for
+// FlushInterval, a chunk or the shared batch: under load the input pauses
+// often for a moment, and a write of every file each time cost half the
+// throughput.
+const (
+	routedQuiet      = time.Millisecond
+	routedQuietFiles = 64
+)
 
 // routedKeepBytes: a file's buffer that grew past this is let go after its
 // write, so that memory stays bounded by the shared batch, not by the
-// number of files times their largest burst.
+// number of files times their largest burst. It holds a chunk.
 const routedKeepBytes = 64 << 10
 
 // Idle files of a file per source: closed after idleClose, forgotten (no
@@ -110,18 +125,22 @@ type Writer struct {
 	// Owned by Run.
 	main       *logFile            // the one file; nil with a file per source
 	files      map[string]*logFile // a file per source, by name
+	byKey      map[string]*logFile // the same files by the raw values they are named from (route.AppendKey)
 	overflow   *logFile            // past MaxFiles; nil until needed
 	opened     list.List           // open files of a file per source, most recently used first
 	queue      []*logFile          // files with lines in their buffer
 	buffered   int                 // bytes in all buffers
 	budget     int                 // buffered bytes that start a write
 	name       []byte              // scratch for a routed file's name
+	key        []byte              // scratch for a routed file's key
 	dirDesc    *os.File            // the directory of a file per source, for syncfs
 	lastErrLog time.Time
 	lastSync   time.Time
 	done       []func(queue.Written) // Done callbacks of batches encoded and not yet flushed
 	durable    []durableFile         // the files of the Durable batch in the buffer, and where it starts in each
 	routedTick time.Time             // last pass over the routed files' timers
+	lastInput  time.Time             // when the last batch was taken, for the pause of a file per source
+	chunkErr   error                 // of chunks written since the last flush, for finish
 
 	err   atomic.Pointer[string] // last write error, for readiness; nil when healthy
 	alive atomic.Int64           // Unix nanoseconds of the loop's last tick, for the watchdog
@@ -162,6 +181,7 @@ func New(opt Options, m *Metrics, log *slog.Logger) (*Writer, error) {
 	}
 	w.budget = max(opt.BufferBytes, RoutedBufferBytes)
 	w.files = map[string]*logFile{}
+	w.byKey = map[string]*logFile{}
 	dir, err := os.Open(opt.Route.Dir())
 	if err == nil {
 		err = unix.Access(opt.Route.Dir(), unix.W_OK)
@@ -321,20 +341,30 @@ func (w *Writer) Run(q *queue.Queue, reopen <-chan struct{}) error {
 			q.Taken(b)
 			w.encode(b)
 			q.Recycle(b)
+			if w.main == nil {
+				w.lastInput = time.Now()
+			}
 			switch {
 			case len(q.C) > 0:
 			case w.main != nil:
 				w.flush() // nothing more waiting: let the lines reach the file now
-			case w.buffered > 0 && quiet == nil:
+			case w.buffered > 0 && quiet == nil && len(w.queue) <= routedQuietFiles:
 				// A file per source writes once the input has paused: a
 				// queue that empties for a moment under load would
 				// otherwise cost a write per file each time.
 				quietTimer.Reset(routedQuiet)
 				quiet = quietTimer.C
 			}
-		case <-quiet:
+		case now := <-quiet:
 			quiet = nil
-			if len(q.C) == 0 {
+			switch {
+			case len(w.queue) > routedQuietFiles:
+				// Lines came for many files meanwhile: they wait for
+				// FlushInterval.
+			case now.Sub(w.lastInput) < routedQuiet:
+				quietTimer.Reset(routedQuiet - now.Sub(w.lastInput))
+				quiet = quietTimer.C
+			case len(q.C) == 0:
 				w.flush()
 			}
 		case now := <-tick.C:
@@ -362,15 +392,17 @@ func (w *Writer) timers(now time.Time) {
 		return
 	}
 	w.routedTick = now
-	for name, f := range w.files {
+	for _, f := range w.files {
 		w.rotateOnTime(f, now)
 		idle := now.Sub(f.lastUsed)
 		switch {
 		case idle >= idleForget && !f.queued:
 			w.closeFile(f, "idle")
-			delete(w.files, name)
+			w.forget(f)
 		case idle >= idleClose && f.live != nil && !f.queued:
 			w.closeFile(f, "idle")
+		case idle >= time.Second && !f.queued:
+			f.buf = nil // a burst's buffer is not kept for a quiet file
 		}
 	}
 	if w.overflow != nil {
@@ -456,29 +488,63 @@ func (w *Writer) encodeDurable(b *queue.Batch) {
 	w.flush()
 }
 
-// fileFor is the file a record goes to.
+// fileFor is the file a record goes to. A file is found by the raw values
+// its name is made of, so that a record costs a map lookup, not the
+// encoding of its name; the name decides only when the key is new, and
+// two keys whose names meet (a digest's collision, which a publisher
+// could seek) share the file, never two writers of one file.
 func (w *Writer) fileFor(r *queue.Record) *logFile {
 	if w.main != nil {
 		return w.main
 	}
-	w.name = w.opt.Route.AppendName(w.name[:0], r)
-	if f, ok := w.files[string(w.name)]; ok {
+	w.key = w.opt.Route.AppendKey(w.key[:0], r)
+	if f, ok := w.byKey[string(w.key)]; ok {
 		return f
 	}
-	if len(w.files) >= w.opt.MaxFiles {
-		w.m.RouteOverflow.Inc()
-		if w.overflow == nil {
-			w.overflow = w.newFile(w.opt.Route.Overflow())
-			w.overflow.comp = w.compressorFor(w.overflow.path)
+	w.name = w.opt.Route.AppendName(w.name[:0], r)
+	f, ok := w.files[string(w.name)]
+	if !ok {
+		if len(w.files) >= w.opt.MaxFiles {
+			// Not remembered by key: the values past the limit are
+			// as many as publishers care to send.
+			w.m.RouteOverflow.Inc()
+			if w.overflow == nil {
+				w.overflow = w.newFile(w.opt.Route.Overflow())
+				w.overflow.comp = w.compressorFor(w.overflow.path)
+			}
+			return w.overflow
 		}
-		return w.overflow
+		name := string(w.name)
+		f = w.newFile(filepath.Join(w.opt.Route.Dir(), name))
+		f.comp = w.compressorFor(f.path)
+		f.name = name
+		w.files[name] = f
+		w.m.FilesKnown.Set(float64(len(w.files)))
 	}
-	name := string(w.name)
-	f := w.newFile(filepath.Join(w.opt.Route.Dir(), name))
-	f.comp = w.compressorFor(f.path)
-	w.files[name] = f
-	w.m.FilesKnown.Set(float64(len(w.files)))
+	if len(f.keys) < maxKeysPerFile && len(w.key) <= maxKeyBytes {
+		key := string(w.key)
+		f.keys = append(f.keys, key)
+		w.byKey[key] = f
+	}
 	return f
+}
+
+// Keys remembered: at most maxKeysPerFile for one file (one, unless values
+// were made to collide), and none longer than maxKeyBytes (a topic may be
+// as long as a message; a name is cut to 200 bytes). Records of the others
+// are named each time.
+const (
+	maxKeysPerFile = 4
+	maxKeyBytes    = 256
+)
+
+// forget drops a file of a file per source from the writer's maps.
+func (w *Writer) forget(f *logFile) {
+	delete(w.files, f.name)
+	for _, k := range f.keys {
+		delete(w.byKey, k)
+	}
+	f.keys = nil
 }
 
 // appendRecords encodes b's records into their files' buffers; with
@@ -512,8 +578,16 @@ func (w *Writer) appendRecords(b *queue.Batch, flushFull bool) {
 			f.queued = true
 			w.queue = append(w.queue, f)
 		}
-		if flushFull && w.buffered >= w.budget {
+		switch {
+		case !flushFull:
+		case w.buffered >= w.budget:
 			w.flush()
+		case w.main == nil && len(f.buf) >= routedChunk:
+			// Enough for an efficient write: this file need not wait
+			// for the others.
+			// It stays queued, its buffer empty, until the next flush.
+			w.buffered -= len(f.buf)
+			w.chunkErr = errors.Join(w.chunkErr, w.write(f))
 		}
 	}
 }
@@ -530,6 +604,7 @@ func (w *Writer) flush() {
 	}
 	w.queue = w.queue[:0]
 	w.buffered = 0
+	err, w.chunkErr = errors.Join(w.chunkErr, err), nil
 	w.finish(err)
 }
 

@@ -343,3 +343,47 @@ func TestIdleFilePerSourceFlushesWithoutWaitingForTheInterval(t *testing.T) {
 		return strings.Count(string(a), "\n") == 1 && strings.Count(string(bb), "\n") == 1
 	})
 }
+
+func TestBusyFileAmongManyIsWrittenAtOnce(t *testing.T) {
+	// With lines waiting for more files than a pause writes at once, a
+	// file that has gathered a chunk is written without waiting for the
+	// others or for the flush tick (a second here), and the others follow
+	// at the tick: nothing waits for the hour FlushInterval says.
+	dir := t.TempDir()
+	tpl, err := route.Parse(filepath.Join(dir, "{topic}.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := start(t, Options{Path: tpl.Path(), Route: tpl, FlushInterval: time.Hour, MaxOpenFiles: 1000, MaxFiles: 1000})
+	b := h.q.Get()
+	for i := range routedQuietFiles * 2 {
+		b.Records = append(b.Records, queue.Record{Endpoint: "test", Time: time.Now().UnixNano(),
+			Frames: [][]byte{[]byte(fmt.Sprintf("quiet%d", i)), []byte("one line")}})
+	}
+	h.q.Send(b)
+	pad := strings.Repeat("x", 1000)
+	lines := routedChunk/len(pad) + 10
+	for i := 0; i < lines; i += 10 {
+		b := h.q.Get()
+		for j := i; j < min(i+10, lines); j++ {
+			b.Records = append(b.Records, queue.Record{Endpoint: "test", Time: time.Now().UnixNano(),
+				Frames: [][]byte{[]byte("busy"), []byte(fmt.Sprintf("%d %s", j, pad))}})
+		}
+		h.q.Send(b)
+	}
+	busy := filepath.Join(dir, "busy.log")
+	eventually.Within(t, 500*time.Millisecond, "a chunk of the busy file written before the tick", func() bool {
+		data, _ := os.ReadFile(busy)
+		return len(data) >= routedChunk
+	})
+	eventually.Within(t, 3*time.Second, "every file written at the tick", func() bool {
+		for i := range routedQuietFiles * 2 {
+			data, _ := os.ReadFile(filepath.Join(dir, fmt.Sprintf("quiet%d.log", i)))
+			if strings.Count(string(data), "\n") != 1 {
+				return false
+			}
+		}
+		data, _ := os.ReadFile(busy)
+		return strings.Count(string(data), "\n") == lines
+	})
+}
