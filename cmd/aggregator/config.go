@@ -49,7 +49,7 @@ type Config struct {
 	MaxAgeDays    int           `envconfig:"MAX_AGE_DAYS" default:"0" desc:"delete backups older than this many days; 0 keeps all"`
 	Compress      string        `envconfig:"COMPRESS" default:"gzip" desc:"compress rotated backups, in the background, never on the write path: gzip, zstd or false (true means gzip)"`
 	RotateEvery   time.Duration `envconfig:"ROTATE_EVERY" default:"0s" desc:"also rotate on this time boundary (e.g. 24h: at midnight UTC, 1h: on the hour); 0s turns it off"`
-	FlushInterval time.Duration `envconfig:"FLUSH_INTERVAL" default:"100ms" desc:"longest a line waits in the write buffer while messages keep arriving; an idle daemon writes at once"`
+	FlushInterval time.Duration `envconfig:"FLUSH_INTERVAL" default:"100ms" desc:"longest a line waits in the write buffer while messages keep arriving; an idle daemon writes at once (with a file per source, when at most 64 files hold lines)"`
 	SyncInterval  time.Duration `envconfig:"SYNC_INTERVAL" default:"1s" desc:"longest written lines wait before the file is synced to disk (fdatasync), so the most a power cut or kernel panic loses; 0s syncs only at rotation and stop (forwarded lines and a central's are synced before they are acknowledged, whatever this says)"`
 
 	RcvHWM          int `envconfig:"RCVHWM" default:"1000" desc:"ZeroMQ receive high-water mark per socket, in messages (0 means no limit): what waits in libzmq when the writer falls behind"`

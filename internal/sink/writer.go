@@ -95,10 +95,16 @@ const (
 	routedQuietFiles = 64
 )
 
-// routedKeepBytes: a file's buffer that grew past this is let go after its
-// write, so that memory stays bounded by the shared batch, not by the
-// number of files times their largest burst. It holds a chunk.
-const routedKeepBytes = 64 << 10
+// Buffers of a file per source kept once written, so that a busy file
+// does not allocate its buffer again at each write: at most
+// routedKeepBytes for one file, routedKeepTotal for all (with ten thousand
+// files that each had a burst, memory would otherwise be ten thousand
+// bursts). A file written by chunk lets its buffer go: it has more coming
+// than a kept buffer saves.
+const (
+	routedKeepBytes = 64 << 10
+	routedKeepTotal = 16 << 20
+)
 
 // Idle files of a file per source: closed after idleClose, forgotten (no
 // longer counted against MaxFiles) after idleForget.
@@ -141,6 +147,7 @@ type Writer struct {
 	routedTick time.Time             // last pass over the routed files' timers
 	lastInput  time.Time             // when the last batch was taken, for the pause of a file per source
 	chunkErr   error                 // of chunks written since the last flush, for finish
+	bufCap     int                   // capacity of the buffers of a file per source, written or not
 
 	err   atomic.Pointer[string] // last write error, for readiness; nil when healthy
 	alive atomic.Int64           // Unix nanoseconds of the loop's last tick, for the watchdog
@@ -355,14 +362,17 @@ func (w *Writer) Run(q *queue.Queue, reopen <-chan struct{}) error {
 				quietTimer.Reset(routedQuiet)
 				quiet = quietTimer.C
 			}
-		case now := <-quiet:
+		case <-quiet:
 			quiet = nil
+			// Not the timer's time, which is when it was due: the
+			// writer may have been busy since.
+			paused := time.Since(w.lastInput)
 			switch {
 			case len(w.queue) > routedQuietFiles:
 				// Lines came for many files meanwhile: they wait for
 				// FlushInterval.
-			case now.Sub(w.lastInput) < routedQuiet:
-				quietTimer.Reset(routedQuiet - now.Sub(w.lastInput))
+			case paused < routedQuiet:
+				quietTimer.Reset(routedQuiet - paused)
 				quiet = quietTimer.C
 			case len(q.C) == 0:
 				w.flush()
@@ -402,7 +412,7 @@ func (w *Writer) timers(now time.Time) {
 		case idle >= idleClose && f.live != nil && !f.queued:
 			w.closeFile(f, "idle")
 		case idle >= time.Second && !f.queued:
-			f.buf = nil // a burst's buffer is not kept for a quiet file
+			w.release(f) // a burst's buffer is not kept for a quiet file
 		}
 	}
 	if w.overflow != nil {
@@ -552,12 +562,13 @@ func (w *Writer) forget(f *logFile) {
 func (w *Writer) appendRecords(b *queue.Batch, flushFull bool) {
 	for i := range b.Records {
 		f := w.fileFor(&b.Records[i])
-		start := len(f.buf)
+		start, capacity := len(f.buf), cap(f.buf)
 		if b.Raw {
 			f.buf = append(append(f.buf, b.Records[i].Frames[0]...), '\n')
 		} else {
 			f.buf = w.enc.appendLine(f.buf, b.Records[i].Endpoint, &b.Records[i])
 		}
+		w.resized(f, capacity)
 		n := len(f.buf) - start
 		if int64(len(f.buf)) > w.maxBytes {
 			line := f.buf[start:]
@@ -570,7 +581,9 @@ func (w *Writer) appendRecords(b *queue.Batch, flushFull bool) {
 			// exceed the file size, so write the two apart.
 			line = bytes.Clone(line)
 			w.flush()
+			capacity = cap(f.buf)
 			f.buf = append(f.buf, line...)
+			w.resized(f, capacity)
 		}
 		f.lines++
 		w.buffered += n
@@ -587,7 +600,10 @@ func (w *Writer) appendRecords(b *queue.Batch, flushFull bool) {
 			// for the others.
 			// It stays queued, its buffer empty, until the next flush.
 			w.buffered -= len(f.buf)
-			w.chunkErr = errors.Join(w.chunkErr, w.write(f))
+			if err := w.write(f); err != nil {
+				w.chunkErr = errors.Join(w.chunkErr, err)
+			}
+			w.release(f)
 		}
 	}
 }
@@ -610,11 +626,13 @@ func (w *Writer) flush() {
 
 // write writes f's buffer to f.
 func (w *Writer) write(f *logFile) error {
+	capacity := cap(f.buf)
 	defer func() {
 		f.buf = f.buf[:0]
 		f.lines = 0
-		if w.main == nil && cap(f.buf) > routedKeepBytes {
-			f.buf = nil
+		w.resized(f, capacity)
+		if cap(f.buf) > routedKeepBytes || w.bufCap > routedKeepTotal {
+			w.release(f)
 		}
 	}()
 	if len(f.buf) == 0 {
@@ -651,6 +669,21 @@ func (w *Writer) write(f *logFile) error {
 		}
 	}
 	return err
+}
+
+// resized accounts for a change of f's buffer from capacity bytes.
+func (w *Writer) resized(f *logFile, capacity int) {
+	if w.main == nil {
+		w.bufCap += cap(f.buf) - capacity
+	}
+}
+
+// release lets an empty buffer of a file per source go.
+func (w *Writer) release(f *logFile) {
+	if w.main == nil && len(f.buf) == 0 {
+		w.bufCap -= cap(f.buf)
+		f.buf = nil
+	}
 }
 
 // use opens f if it is closed and marks it used: with a file per source,

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -386,4 +387,74 @@ func TestBusyFileAmongManyIsWrittenAtOnce(t *testing.T) {
 		data, _ := os.ReadFile(busy)
 		return strings.Count(string(data), "\n") == lines
 	})
+}
+
+func TestBuffersOfManyFilesStayBounded(t *testing.T) {
+	// A burst to each of a thousand files, each short of a chunk: the
+	// buffers kept once written are bounded in all, not a burst per file
+	// (64 MiB here).
+	dir := t.TempDir()
+	tpl, err := route.Parse(filepath.Join(dir, "{topic}.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := start(t, Options{Path: tpl.Path(), Route: tpl, FlushInterval: 50 * time.Millisecond, MaxOpenFiles: 64, MaxFiles: 2000})
+	const files, perFile = 1000, 40
+	body := []byte(strings.Repeat("x", 1000)) // one array for every record: only the writer's memory counts
+	topics := make([][]byte, files)
+	for i := range topics {
+		topics[i] = []byte(fmt.Sprintf("t%04d", i))
+	}
+	for i := range topics {
+		for j := 0; j < perFile; j += 10 {
+			b := h.q.Get()
+			for range 10 {
+				b.Records = append(b.Records, queue.Record{Endpoint: "test", Time: time.Now().UnixNano(), Frames: [][]byte{topics[i], body}})
+			}
+			h.q.Send(b)
+		}
+	}
+	eventually.Within(t, 30*time.Second, "every line written", func() bool {
+		return testutil.ToFloat64(h.m.Lines) == files*perFile
+	})
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	if limit := uint64(routedKeepTotal + 16<<20); ms.HeapInuse > limit {
+		t.Fatalf("%d MiB of heap in use once %d files of %d KiB were written, want at most %d MiB",
+			ms.HeapInuse>>20, files, perFile, limit>>20)
+	}
+	t.Logf("%d MiB of heap in use", ms.HeapInuse>>20)
+}
+
+func TestValuesThatMeetInOneNameShareTheFile(t *testing.T) {
+	// "a"+"bc" and "ab"+"c" are both abc.log under {topic}{endpoint}: one
+	// file, written by one logFile, its lines in order.
+	dir := t.TempDir()
+	tpl, err := route.Parse(filepath.Join(dir, "{topic}{endpoint}.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := start(t, Options{Path: tpl.Path(), Route: tpl, MaxOpenFiles: 4, MaxFiles: 10})
+	b := h.q.Get()
+	for i, v := range [][2]string{{"a", "bc"}, {"ab", "c"}, {"a", "bc"}, {"ab", "c"}} {
+		b.Records = append(b.Records, queue.Record{Endpoint: v[1], Time: time.Now().UnixNano(),
+			Frames: [][]byte{[]byte(v[0]), []byte(fmt.Sprint("line ", i))}})
+	}
+	h.q.Send(b)
+	h.stop(t)
+	data, err := os.ReadFile(filepath.Join(dir, "abc.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for line := range strings.Lines(string(data)) {
+		got = append(got, line[strings.LastIndexByte(line, '\t')+1:len(line)-1])
+	}
+	if want := []string{"line 0", "line 1", "line 2", "line 3"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("abc.log holds %q, want %q", got, want)
+	}
+	if n := testutil.ToFloat64(h.m.FilesKnown); n != 1 {
+		t.Fatalf("%v files known, want 1", n)
+	}
 }
