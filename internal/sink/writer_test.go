@@ -322,17 +322,29 @@ func syncs(t *testing.T, m *Metrics) uint64 {
 	return d.GetHistogram().GetSampleCount()
 }
 
-func TestIdleFilePerSourceFlushesWithoutWaitingForTheInterval(t *testing.T) {
+// startRouted runs a writer of a file per source with the template name
+// (a file name with placeholders) in a fresh directory, which it returns.
+func startRouted(t *testing.T, name string, opt Options) (*harness, string) {
+	t.Helper()
 	dir := t.TempDir()
-	tpl, err := route.Parse(filepath.Join(dir, "{topic}.log"))
+	tpl, err := route.Parse(filepath.Join(dir, name))
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := start(t, Options{Path: tpl.Path(), Route: tpl, FlushInterval: time.Hour, MaxOpenFiles: 4, MaxFiles: 10})
+	opt.Path, opt.Route = tpl.Path(), tpl
+	return start(t, opt), dir
+}
+
+// topicRecord is a two-frame message with this topic, received now.
+func topicRecord(endpoint string, topic, body []byte) queue.Record {
+	return queue.Record{Endpoint: endpoint, Time: time.Now().UnixNano(), Frames: [][]byte{topic, body}}
+}
+
+func TestIdleFilePerSourceFlushesWithoutWaitingForTheInterval(t *testing.T) {
+	h, dir := startRouted(t, "{topic}.log", Options{FlushInterval: time.Hour, MaxOpenFiles: 4, MaxFiles: 10})
 	b := h.q.Get()
 	for _, topic := range []string{"a", "b"} {
-		b.Records = append(b.Records, queue.Record{Endpoint: "test", Time: time.Now().UnixNano(),
-			Frames: [][]byte{[]byte(topic), []byte("idle")}})
+		b.Records = append(b.Records, topicRecord("test", []byte(topic), []byte("idle")))
 	}
 	h.q.Send(b)
 	// Lines of a file per source wait for the input to pause (a
@@ -350,16 +362,10 @@ func TestBusyFileAmongManyIsWrittenAtOnce(t *testing.T) {
 	// file that has gathered a chunk is written without waiting for the
 	// others or for the flush tick (a second here), and the others follow
 	// at the tick: nothing waits for the hour FlushInterval says.
-	dir := t.TempDir()
-	tpl, err := route.Parse(filepath.Join(dir, "{topic}.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := start(t, Options{Path: tpl.Path(), Route: tpl, FlushInterval: time.Hour, MaxOpenFiles: 1000, MaxFiles: 1000})
+	h, dir := startRouted(t, "{topic}.log", Options{FlushInterval: time.Hour, MaxOpenFiles: 1000, MaxFiles: 1000})
 	b := h.q.Get()
 	for i := range routedQuietFiles * 2 {
-		b.Records = append(b.Records, queue.Record{Endpoint: "test", Time: time.Now().UnixNano(),
-			Frames: [][]byte{[]byte(fmt.Sprintf("quiet%d", i)), []byte("one line")}})
+		b.Records = append(b.Records, topicRecord("test", fmt.Appendf(nil, "quiet%d", i), []byte("one line")))
 	}
 	h.q.Send(b)
 	pad := strings.Repeat("x", 1000)
@@ -367,8 +373,7 @@ func TestBusyFileAmongManyIsWrittenAtOnce(t *testing.T) {
 	for i := 0; i < lines; i += 10 {
 		b := h.q.Get()
 		for j := i; j < min(i+10, lines); j++ {
-			b.Records = append(b.Records, queue.Record{Endpoint: "test", Time: time.Now().UnixNano(),
-				Frames: [][]byte{[]byte("busy"), []byte(fmt.Sprintf("%d %s", j, pad))}})
+			b.Records = append(b.Records, topicRecord("test", []byte("busy"), fmt.Appendf(nil, "%d %s", j, pad)))
 		}
 		h.q.Send(b)
 	}
@@ -393,12 +398,7 @@ func TestBuffersOfManyFilesStayBounded(t *testing.T) {
 	// A burst to each of a thousand files, each short of a chunk: the
 	// buffers kept once written are bounded in all, not a burst per file
 	// (64 MiB here).
-	dir := t.TempDir()
-	tpl, err := route.Parse(filepath.Join(dir, "{topic}.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := start(t, Options{Path: tpl.Path(), Route: tpl, FlushInterval: 50 * time.Millisecond, MaxOpenFiles: 64, MaxFiles: 2000})
+	h, _ := startRouted(t, "{topic}.log", Options{FlushInterval: 50 * time.Millisecond, MaxOpenFiles: 64, MaxFiles: 2000})
 	const files, perFile = 1000, 40
 	body := []byte(strings.Repeat("x", 1000)) // one array for every record: only the writer's memory counts
 	topics := make([][]byte, files)
@@ -409,7 +409,7 @@ func TestBuffersOfManyFilesStayBounded(t *testing.T) {
 		for j := 0; j < perFile; j += 10 {
 			b := h.q.Get()
 			for range 10 {
-				b.Records = append(b.Records, queue.Record{Endpoint: "test", Time: time.Now().UnixNano(), Frames: [][]byte{topics[i], body}})
+				b.Records = append(b.Records, topicRecord("test", topics[i], body))
 			}
 			h.q.Send(b)
 		}
@@ -430,16 +430,10 @@ func TestBuffersOfManyFilesStayBounded(t *testing.T) {
 func TestValuesThatMeetInOneNameShareTheFile(t *testing.T) {
 	// "a"+"bc" and "ab"+"c" are both abc.log under {topic}{endpoint}: one
 	// file, written by one logFile, its lines in order.
-	dir := t.TempDir()
-	tpl, err := route.Parse(filepath.Join(dir, "{topic}{endpoint}.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := start(t, Options{Path: tpl.Path(), Route: tpl, MaxOpenFiles: 4, MaxFiles: 10})
+	h, dir := startRouted(t, "{topic}{endpoint}.log", Options{MaxOpenFiles: 4, MaxFiles: 10})
 	b := h.q.Get()
 	for i, v := range [][2]string{{"a", "bc"}, {"ab", "c"}, {"a", "bc"}, {"ab", "c"}} {
-		b.Records = append(b.Records, queue.Record{Endpoint: v[1], Time: time.Now().UnixNano(),
-			Frames: [][]byte{[]byte(v[0]), []byte(fmt.Sprint("line ", i))}})
+		b.Records = append(b.Records, topicRecord(v[1], []byte(v[0]), fmt.Append(nil, "line ", i)))
 	}
 	h.q.Send(b)
 	h.stop(t)
