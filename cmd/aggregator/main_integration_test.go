@@ -132,7 +132,16 @@ func startAggNotReady(t *testing.T, env map[string]string) *proc {
 // httpGet fetches url: status code and body.
 func httpGet(t *testing.T, url string) (int, string) {
 	t.Helper()
-	resp, err := http.Get(url)
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return httpDo(http.DefaultClient, req)
+}
+
+// httpDo sends req with client: status code and body, or 0 and the error.
+func httpDo(client *http.Client, req *http.Request) (int, string) {
+	resp, err := client.Do(req)
 	if err != nil {
 		return 0, err.Error()
 	}

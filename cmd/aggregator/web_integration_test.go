@@ -8,7 +8,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -87,13 +86,7 @@ func TestWebConfig(t *testing.T) {
 		if user != "" {
 			req.SetBasicAuth(user, pass)
 		}
-		resp, err := client.Do(req)
-		if err != nil {
-			return 0, err.Error()
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(body)
+		return httpDo(client, req)
 	}
 	eventually.Within(t, 10*time.Second, "HTTPS with the right user answers", func() bool {
 		code, body := get("https", "prometheus", "right")

@@ -20,7 +20,6 @@ import (
 // Everything in it is owned by the writer's goroutine.
 type logFile struct {
 	path       string
-	name       string   // with a file per source: its name, the writer's key in Writer.files
 	keys       []string // with a file per source: its keys in Writer.byKey
 	lj         *lumberjack.Logger
 	comp       *compressor // nil until it has backups to look after

@@ -527,7 +527,6 @@ func (w *Writer) fileFor(r *queue.Record) *logFile {
 		name := string(w.name)
 		f = w.newFile(filepath.Join(w.opt.Route.Dir(), name))
 		f.comp = w.compressorFor(f.path)
-		f.name = name
 		w.files[name] = f
 		w.m.FilesKnown.Set(float64(len(w.files)))
 	}
@@ -550,7 +549,7 @@ const (
 
 // forget drops a file of a file per source from the writer's maps.
 func (w *Writer) forget(f *logFile) {
-	delete(w.files, f.name)
+	delete(w.files, filepath.Base(f.path))
 	for _, k := range f.keys {
 		delete(w.byKey, k)
 	}
@@ -597,8 +596,8 @@ func (w *Writer) appendRecords(b *queue.Batch, flushFull bool) {
 			w.flush()
 		case w.main == nil && len(f.buf) >= routedChunk:
 			// Enough for an efficient write: this file need not wait
-			// for the others.
-			// It stays queued, its buffer empty, until the next flush.
+			// for the others. It stays queued, its buffer empty, until
+			// the next flush.
 			w.buffered -= len(f.buf)
 			if err := w.write(f); err != nil {
 				w.chunkErr = errors.Join(w.chunkErr, err)
